@@ -1,0 +1,271 @@
+package scsi
+
+import "encoding/binary"
+
+// REPORT SUPPORTED OPERATION CODES reporting options (SPC-4 6.35.1).
+const (
+	rsocAll         = 0 // every command
+	rsocOpcode      = 1 // one operation code without service actions
+	rsocOpcodeSA    = 2 // one operation code and service action
+	rsocOpcodeMaybe = 3 // one operation code, with the service action if it has them (SPC-4 r37)
+)
+
+// timeoutsDescriptor is the command timeouts descriptor (SPC-4 6.35.4): length 0x0A, then nominal and
+// recommended timeouts in seconds.
+func timeoutsDescriptor(o *opInfo) []byte {
+	b := make([]byte, 12)
+	binary.BigEndian.PutUint16(b, 0x0a)
+	binary.BigEndian.PutUint32(b[4:], o.nominal)
+	binary.BigEndian.PutUint32(b[8:], o.recommended)
+	return b
+}
+
+func cmdReportOpcodes(x *exec) Result {
+	rctd := x.cdb[2]&0x80 != 0
+	opt := x.cdb[2] & 0x07
+	reqOp := x.cdb[3]
+	reqSA := binary.BigEndian.Uint16(x.cdb[4:])
+	alloc := binary.BigEndian.Uint32(x.cdb[6:])
+
+	if opt == rsocAll {
+		b := make([]byte, 4)
+		for _, o := range opList {
+			d := make([]byte, 8)
+			d[0] = o.op
+			binary.BigEndian.PutUint16(d[2:], o.sa)
+			if o.hasSA {
+				d[5] |= 0x01 // SERVACTV
+			}
+			if rctd {
+				d[5] |= 0x02 // CTDP
+			}
+			binary.BigEndian.PutUint16(d[6:], uint16(len(o.usage)))
+			b = append(b, d...)
+			if rctd {
+				b = append(b, timeoutsDescriptor(o)...)
+			}
+		}
+		binary.BigEndian.PutUint32(b, uint32(len(b)-4))
+		return x.dataIn(b, alloc)
+	}
+
+	var found *opInfo
+	switch opt {
+	case rsocOpcode:
+		if saTable[reqOp] != nil {
+			return checkCondition(invalidCDB(2, 2))
+		}
+		found = opTable[reqOp]
+	case rsocOpcodeSA:
+		if saTable[reqOp] == nil {
+			return checkCondition(invalidCDB(2, 2))
+		}
+		found = findSA(reqOp, reqSA)
+	case rsocOpcodeMaybe:
+		if saTable[reqOp] != nil {
+			found = findSA(reqOp, reqSA)
+		} else {
+			found = opTable[reqOp]
+		}
+	default:
+		return checkCondition(invalidCDB(2, 2))
+	}
+	b := make([]byte, 4)
+	if found == nil {
+		b[1] = 0x01 // SUPPORT 001b: not supported
+		return x.dataIn(b, alloc)
+	}
+	b[1] = 0x03 // SUPPORT 011b: supported as in the standard
+	if rctd {
+		b[1] |= 0x80 // CTDP
+	}
+	binary.BigEndian.PutUint16(b[2:], uint16(len(found.usage)))
+	b = append(b, found.usage...)
+	if rctd {
+		b = append(b, timeoutsDescriptor(found)...)
+	}
+	return x.dataIn(b, alloc)
+}
+
+func findSA(op byte, sa uint16) *opInfo {
+	for _, o := range saTable[op] {
+		if o.sa == sa {
+			return o
+		}
+	}
+	return nil
+}
+
+// cmdReportTMFs runs REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS (SPC-4 6.36): ABORT TASK, ABORT TASK SET,
+// CLEAR TASK SET, LOGICAL UNIT RESET and TARGET RESET.
+func cmdReportTMFs(x *exec) Result {
+	repd := x.cdb[2]&0x80 != 0
+	alloc := binary.BigEndian.Uint32(x.cdb[6:])
+	if alloc < 4 {
+		return checkCondition(invalidCDB(6, -1))
+	}
+	b := make([]byte, 4)
+	if repd {
+		b = make([]byte, 16)
+		b[3] = 0x0c // ADDITIONAL DATA LENGTH
+	}
+	b[0] = 0x80 | 0x40 | 0x10 | 0x08 | 0x02 // ATS ATSS CTSS LURS TRS
+	return x.dataIn(b, alloc)
+}
+
+// cmdStartStopUnit runs START STOP UNIT (SBC-3 5.20). The disk is not removable: LOEJ has no medium to
+// eject and is ignored. With POWER CONDITION 0, START=0 stops the unit (flushing unless NO_FLUSH) and
+// medium access then reports NOT READY until START=1; other power conditions only name a power state,
+// which a gateway does not have, and change nothing.
+func cmdStartStopUnit(x *exec) Result {
+	pc := x.cdb[4] >> 4
+	noFlush := x.cdb[4]&0x04 != 0
+	start := x.cdb[4]&0x01 != 0
+	if pc != 0 {
+		return Result{}
+	}
+	if start {
+		x.lu.stopped.Store(false)
+		return Result{}
+	}
+	if !noFlush {
+		if err := x.lu.dev.Flush(); err != nil {
+			return checkCondition(newSense(SenseMediumError, ASCWriteError))
+		}
+	}
+	x.lu.stopped.Store(true)
+	return Result{}
+}
+
+// cmdPreventAllow runs PREVENT ALLOW MEDIUM REMOVAL (SBC-3 5.12). The medium is not removable, so
+// preventing removal changes nothing; the obsolete values 10b and 11b are refused.
+func cmdPreventAllow(x *exec) Result {
+	if x.cdb[4]&0x02 != 0 {
+		return checkCondition(invalidCDB(4, 1))
+	}
+	return Result{}
+}
+
+// SANITIZE service actions (SBC-3 5.19).
+const (
+	sanitizeOverwrite  = 0x01
+	sanitizeBlockErase = 0x02
+	sanitizeExitFail   = 0x1f
+)
+
+// cmdSanitize runs SANITIZE OVERWRITE (the pattern over every block, OWCOUNT passes, INVERT between
+// passes), BLOCK ERASE (discard of the whole medium: unmapped blocks read zeros) and EXIT FAILURE MODE
+// (the unit never enters failure mode). CRYPTOGRAPHIC ERASE is not supported. IMMED is honoured by
+// finishing before the status.
+func cmdSanitize(x *exec) Result {
+	sa := x.cdb[1] & 0x1f
+	plen := int(binary.BigEndian.Uint16(x.cdb[7:]))
+	if s := x.writable(); s != nil {
+		return checkCondition(s)
+	}
+	total := int64(x.lu.blocks) * int64(x.lu.bs)
+	switch sa {
+	case sanitizeExitFail, sanitizeBlockErase:
+		if plen != 0 {
+			return checkCondition(invalidCDB(7, -1))
+		}
+		if sa == sanitizeExitFail {
+			return Result{}
+		}
+		return x.discard(0, total)
+	}
+	// OVERWRITE parameter list (SBC-3 5.19.3): byte 0 INVERT (7), TEST (5-4), OWCOUNT (3-0); bytes 2-3
+	// INITIALIZATION PATTERN LENGTH; then the pattern.
+	if plen < 4 {
+		x.wanted = plen
+		return checkCondition(invalidCDB(7, -1))
+	}
+	p, s := x.dataOut(plen)
+	if s != nil {
+		return checkCondition(s)
+	}
+	invert := p[0]&0x80 != 0
+	count := int(p[0] & 0x0f)
+	patLen := int(binary.BigEndian.Uint16(p[2:]))
+	if p[0]&0x30 != 0 {
+		return checkCondition(invalidParam(0, 5))
+	}
+	if count == 0 {
+		return checkCondition(invalidParam(0, 3))
+	}
+	if patLen == 0 || patLen > x.lu.bs {
+		return checkCondition(invalidParam(2, -1))
+	}
+	if plen != 4+patLen {
+		return checkCondition(invalidCDB(7, -1))
+	}
+	pattern := make([]byte, x.lu.bs)
+	for i := 0; i < len(pattern); i += patLen {
+		copy(pattern[i:], p[4:4+patLen])
+	}
+	for pass := 0; pass < count; pass++ {
+		if invert && pass%2 == 1 {
+			for i := range pattern {
+				pattern[i] = ^pattern[i]
+			}
+		}
+		if r := x.fill(0, total, pattern); r.Status != StatusGood || r.Aborted {
+			return r
+		}
+		if invert && pass%2 == 1 {
+			for i := range pattern {
+				pattern[i] = ^pattern[i]
+			}
+		}
+	}
+	return Result{}
+}
+
+// cmdReadDefectData runs READ DEFECT DATA(10) and (12) (SBC-3 5.17, 5.18): a virtual disk has no
+// defects, so both lists are valid and empty, in the format asked for.
+func cmdReadDefectData(x *exec) Result {
+	var b []byte
+	var alloc uint32
+	if x.cdb[0] == 0x37 {
+		req := x.cdb[2] & 0x1f // REQ_PLIST (4), REQ_GLIST (3), DEFECT LIST FORMAT (2-0)
+		alloc = uint32(binary.BigEndian.Uint16(x.cdb[7:]))
+		b = make([]byte, 4)
+		b[1] = req // PLISTV and GLISTV sit where REQ_PLIST and REQ_GLIST sit in the CDB
+	} else {
+		req := x.cdb[1] & 0x1f
+		alloc = binary.BigEndian.Uint32(x.cdb[6:])
+		b = make([]byte, 8)
+		b[1] = req
+	}
+	return x.dataIn(b, alloc)
+}
+
+// targetPortGroup is the one target port group every port of the target belongs to.
+const targetPortGroup = 1
+
+// cmdReportTargetPortGroups runs REPORT TARGET PORT GROUPS (SPC-4 6.27): implicit ALUA with a single
+// group, active/optimized, holding every relative target port the target has seen a nexus on.
+func cmdReportTargetPortGroups(x *exec) Result {
+	alloc := binary.BigEndian.Uint32(x.cdb[6:])
+	extended := x.cdb[1]>>5 == 1
+	ports := x.t.targetPorts(x.nexus.RelativeTargetPort)
+	var b []byte
+	if extended {
+		b = make([]byte, 8)
+		b[4] = 0x10 // FORMAT TYPE 001b: extended header
+		b[5] = 0    // IMPLICIT TRANSITION TIME: none needed
+	} else {
+		b = make([]byte, 4)
+	}
+	d := make([]byte, 8, 8+4*len(ports))
+	d[0] = 0x80 | 0x0 // PREF, ASYMMETRIC ACCESS STATE active/optimized
+	d[1] = 0x01       // AO_SUP: only active/optimized is ever reported
+	binary.BigEndian.PutUint16(d[2:], targetPortGroup)
+	d[7] = byte(len(ports))
+	for _, p := range ports {
+		d = append(d, 0, 0, byte(p>>8), byte(p))
+	}
+	b = append(b, d...)
+	binary.BigEndian.PutUint32(b, uint32(len(b)-4))
+	return x.dataIn(b, alloc)
+}
