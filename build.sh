@@ -11,7 +11,7 @@ cd "$(dirname "$0")"
 top=$PWD
 
 # Debian packages the test and bench stages need: the peers we test against and the tools they use.
-QA_PACKAGES=(libiscsi-bin qemu-utils qemu-block-extra qemu-system-x86 tgt iperf3 fio cpio kmod busybox-static e2fsprogs)
+QA_PACKAGES=(libiscsi-bin qemu-utils qemu-block-extra qemu-system-x86 tgt iperf3 fio cpio kmod busybox-static e2fsprogs mdadm)
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'build.sh: %s\n' "$*" >&2; exit 1; }
