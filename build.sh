@@ -11,7 +11,7 @@ cd "$(dirname "$0")"
 top=$PWD
 
 # Debian packages the test and bench stages need: the peers we test against and the tools they use.
-QA_PACKAGES=(libiscsi-bin qemu-utils qemu-block-extra qemu-system-x86 tgt iperf3 fio cpio kmod busybox-static e2fsprogs mdadm)
+QA_PACKAGES=(libiscsi-bin qemu-utils qemu-block-extra qemu-system-x86 tgt iperf3 cpio kmod busybox-static e2fsprogs mdadm)
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'build.sh: %s\n' "$*" >&2; exit 1; }
@@ -85,7 +85,7 @@ cmd_bench() {
 	need_go
 	install_packages "${QA_PACKAGES[@]}"
 	build_bin
-	GATEWAYD=$top/out/bin/gatewayd go run ./qa/bench -out BENCHMARKS.md
+	go run ./qa/bench -gatewayd "$top/out/bin/gatewayd" -out BENCHMARKS.md
 }
 
 cmd_run() {

@@ -179,7 +179,7 @@ func TestMarkdown(t *testing.T) {
 	rep := &Report{Rounds: 3, Secs: 2, Tables: []*Table{tab}}
 	md := rep.Markdown()
 	for _, want := range []string{
-		"| 4 KiB random read, QD 32 | 31000 IOPS (30000–32000) | 20000 IOPS (19000–21000) | 1.55x | ≥ 1.5x | yes |",
+		"| 4 KiB random read, QD 32 | 31000 IOPS (30000–32000) | 20000 IOPS (19000–21000) | 1.55x (1.48–1.68) | ≥ 1.5x | yes |",
 		"| 1 MiB sequential write | failed (see Failures) | 420 MiB/s | — | — |  |",
 		"  gatewayd exited: signal: killed\n  panic: x\n",
 		"qemu-img bench -c 20\n",

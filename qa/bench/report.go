@@ -136,6 +136,24 @@ func (r Row) ratio() float64 {
 	return o.Median / p.Median
 }
 
+// roundRatios returns the least and greatest ours/peer ratio within one round (the two measured back to
+// back, so under the same outside load). ok is false unless both series have a sample for every round.
+func (r Row) roundRatios(rounds int) (lo, hi float64, ok bool) {
+	o, p := r.Ours.Samples, r.Peer.Samples
+	if len(o) < 2 || len(o) != rounds || len(p) != rounds || r.Ours.Err != "" || r.Peer.Err != "" {
+		return 0, 0, false
+	}
+	lo, hi = math.Inf(1), math.Inf(-1)
+	for i := range o {
+		if p[i] <= 0 {
+			return 0, 0, false
+		}
+		q := o[i] / p[i]
+		lo, hi = min(lo, q), max(hi, q)
+	}
+	return lo, hi, true
+}
+
 // goalCells renders the goal and whether the medians meet it.
 func (r Row) goalCells(ours string) (goal, met string) {
 	var goals []string
@@ -181,7 +199,7 @@ func (rep *Report) Markdown() string {
 	fmt.Fprintf(&b, "Each figure was measured %d times per system after one unmeasured warm-up run, the systems "+
 		"taking turns (the order flips every round) so that load from elsewhere on the machine hits both alike. "+
 		"Cells give the median and, in brackets, the min–max over the rounds; one measurement lasts about %s s. "+
-		"Ratios are of the medians.\n\n", rep.Rounds, formatValue(rep.Secs))
+		"Ratios are of the medians; in brackets, the least and greatest ratio within one round.\n\n", rep.Rounds, formatValue(rep.Secs))
 	fmt.Fprintf(&b, "## Machine\n\n")
 	fmt.Fprintf(&b, "- CPUs: %d (nproc), %s\n", m.CPUs, m.CPUModel)
 	fmt.Fprintf(&b, "- Kernel: %s\n", m.Kernel)
@@ -208,6 +226,9 @@ func (rep *Report) Markdown() string {
 				q := "—"
 				if v := r.ratio(); !math.IsNaN(v) {
 					q = fmt.Sprintf("%.2fx", v)
+					if lo, hi, ok := r.roundRatios(rep.Rounds); ok {
+						q += fmt.Sprintf(" (%.2f–%.2f)", lo, hi)
+					}
 				}
 				goal, met := r.goalCells(t.Ours)
 				fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", r.Figure, r.Ours.cell(r.Unit), r.Peer.cell(r.Unit), q, goal, met)
