@@ -11,14 +11,10 @@ import (
 func (s *session) handleText(p *PDU) error {
 	h := &p.BHS
 	mrdsl := int(s.sendMRDSL.Load())
-	resp := func(data []byte, final bool, ttt uint32) {
+	resp := func(data []byte, flags uint8, ttt uint32) {
 		var r BHS
 		r.SetOpcode(OpTextResp)
-		if final {
-			r.SetFlags(FlagFinal)
-		} else {
-			r.SetFlags(FlagContinue)
-		}
+		r.SetFlags(flags)
 		r.SetLUNField(h.LUNField())
 		r.SetITT(h.ITT())
 		r.SetTTT(ttt)
@@ -27,26 +23,29 @@ func (s *session) handleText(p *PDU) error {
 	// chunk sends text, keeping what does not fit for the initiator's next (empty) request.
 	chunk := func(text []byte) {
 		if len(text) <= mrdsl {
-			resp(text, true, ReservedTag)
+			resp(text, FlagFinal, ReservedTag)
 			return
 		}
 		s.mu.Lock()
 		ttt := s.newTTTLocked()
 		s.textCont[ttt] = append([]byte(nil), text[mrdsl:]...)
 		s.mu.Unlock()
-		resp(append([]byte(nil), text[:mrdsl]...), false, ttt)
+		resp(append([]byte(nil), text[:mrdsl]...), FlagContinue, ttt) // F=0, C=1: more follows
 	}
 	if ttt := h.TTT(); ttt != ReservedTag {
 		s.mu.Lock()
 		rest, ok := s.textCont[ttt]
 		delete(s.textCont, ttt)
+		inputPending := len(s.textIn) > 0
 		s.mu.Unlock()
-		if !ok {
+		switch {
+		case ok:
+			chunk(rest)
+			return nil
+		case !inputPending:
 			s.reject(h, RejectInvalidField)
 			return nil
 		}
-		chunk(rest)
-		return nil
 	}
 	s.mu.Lock()
 	if len(s.textIn)+len(p.Data) > MaxTextLen {
@@ -57,8 +56,9 @@ func (s *session) handleText(p *PDU) error {
 	}
 	s.textIn = append(s.textIn, p.Data...)
 	if h.Continue() {
+		ttt := s.newTTTLocked()
 		s.mu.Unlock()
-		resp(nil, false, ReservedTag) // RFC 7143 11.10: empty answer until the text is complete
+		resp(nil, 0, ttt) // RFC 7143 11.10: an empty answer until the initiator's text is complete
 		return nil
 	}
 	text := s.textIn

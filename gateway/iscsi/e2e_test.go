@@ -797,3 +797,101 @@ func TestShutdownSendsAsyncLogout(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestEndToEndDataSNError sends unsolicited Data-Out with a wrong DataSN: the target rejects that PDU,
+// drains the task's remaining data, ends the task with CHECK CONDITION and keeps the session.
+func TestEndToEndDataSNError(t *testing.T) {
+	env := startServer(t, Config{}, TargetConfig{Name: testIQN})
+	i := dialInitiator(t, env.addr, 1)
+	if st := i.login(loginOpts{target: testIQN}); st != 0 {
+		t.Fatal(st)
+	}
+	i.ready(0)
+	itt := i.nextITT()
+	p := &PDU{}
+	p.BHS.SetOpcode(OpSCSICmd)
+	p.BHS.SetFlags(FlagWrite) // F=0: unsolicited Data-Out follows (InitialR2T=No)
+	p.BHS.SetITT(itt)
+	binary.BigEndian.PutUint32(p.BHS[20:], 1024)
+	p.BHS.SetCmdSN(i.cmdSN)
+	i.cmdSN++
+	copy(p.BHS[32:], write10(0, 2))
+	i.send(p)
+	i.dataOut(itt, ReservedTag, 5, 0, make([]byte, 512), false) // DataSN should be 0
+	r := i.recv()
+	if r.BHS.Opcode() != OpReject || r.BHS.RejectReason() != RejectProtocolError || binary.BigEndian.Uint32(r.Data[16:]) != itt {
+		t.Fatalf("expected Reject for ITT %d, got %s reason %d", itt, opName(r.BHS.Opcode()), r.BHS.RejectReason())
+	}
+	i.dataOut(itt, ReservedTag, 1, 512, make([]byte, 512), true)
+	r = i.recv()
+	if r.BHS.Opcode() != OpSCSIResp || r.BHS.ITT() != itt || r.BHS.Status() != scsi.StatusCheckCondition || len(r.Data) < 4 || r.Data[2+2]&0xf != 0x0b {
+		t.Fatalf("expected CHECK CONDITION/ABORTED COMMAND for ITT %d, got %s status %d", itt, opName(r.BHS.Opcode()), r.BHS.Status())
+	}
+	if r := i.command(0, read10(0, 1), nil, 512); r.status != 0 {
+		t.Fatalf("read after DataSN error: %+v", r)
+	}
+	i.logout()
+}
+
+// TestEndToEndLongSendTargets makes SendTargets answer more than the initiator's MaxRecvDataSegmentLength
+// (512): the answer comes in several Text Responses chained by TTT and C bit.
+func TestEndToEndLongSendTargets(t *testing.T) {
+	var tcs []TargetConfig
+	for n := 0; n < 30; n++ {
+		tcs = append(tcs, TargetConfig{Name: fmt.Sprintf("iqn.2026-01.test:a-rather-long-target-name-number-%02d", n)})
+	}
+	env := startServer(t, Config{}, tcs...)
+	i := dialInitiator(t, env.addr, 1)
+	if st := i.login(loginOpts{ops: []KV{}}); st != 0 {
+		t.Fatal(st)
+	}
+	// Redeclare our receive limit in full feature phase, then ask, split over two requests (C bit).
+	req := func(ttt uint32, flags uint8, kvs ...KV) *PDU {
+		p := &PDU{Data: AppendText(nil, kvs...)}
+		p.BHS.SetOpcode(OpTextReq)
+		p.BHS.SetImmediate(true)
+		p.BHS.SetFlags(flags)
+		p.BHS.SetITT(7)
+		p.BHS.SetTTT(ttt)
+		p.BHS.SetCmdSN(i.cmdSN)
+		return p
+	}
+	i.send(req(ReservedTag, FlagFinal, KV{"MaxRecvDataSegmentLength", "512"}))
+	if r := i.recv(); r.BHS.Opcode() != OpTextResp || answers(mustParse(t, r.Data))["MaxRecvDataSegmentLength"] != "262144" {
+		t.Fatalf("MaxRecvDataSegmentLength answer %q", r.Data)
+	}
+	whole := AppendText(nil, KV{"SendTargets", "All"})
+	first := req(ReservedTag, FlagContinue)
+	first.Data = whole[:5]
+	i.send(first)
+	r := i.recv()
+	if r.BHS.Opcode() != OpTextResp || r.BHS.Final() || r.BHS.Continue() || len(r.Data) != 0 || r.BHS.TTT() == ReservedTag {
+		t.Fatalf("answer to C=1: flags 0x%02x TTT 0x%x data %q", r.BHS.Flags(), r.BHS.TTT(), r.Data)
+	}
+	second := req(r.BHS.TTT(), FlagFinal)
+	second.Data = whole[5:]
+	i.send(second)
+	var all []byte
+	for n := 0; ; n++ {
+		r := i.recv()
+		if r.BHS.Opcode() != OpTextResp || len(r.Data) > 512 {
+			t.Fatalf("%s with %d bytes", opName(r.BHS.Opcode()), len(r.Data))
+		}
+		all = append(all, r.Data...)
+		if r.BHS.Final() {
+			if n == 0 {
+				t.Fatal("answer was not split")
+			}
+			break
+		}
+		if !r.BHS.Continue() || r.BHS.TTT() == ReservedTag {
+			t.Fatalf("partial answer flags 0x%02x TTT 0x%x", r.BHS.Flags(), r.BHS.TTT())
+		}
+		i.send(req(r.BHS.TTT(), FlagFinal))
+	}
+	kvs := mustParse(t, all)
+	if len(kvs) != 60 || kvs[58].Value != tcs[29].Name {
+		t.Fatalf("%d keys, last target %v", len(kvs), kvs[len(kvs)-2])
+	}
+	i.logout()
+}

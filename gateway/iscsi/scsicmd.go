@@ -2,6 +2,8 @@ package iscsi
 
 import (
 	"encoding/binary"
+	"fmt"
+	"time"
 
 	"opensan/gateway/scsi"
 )
@@ -40,6 +42,7 @@ type task struct {
 	nextR2T   uint32
 	r2tSN     uint32
 	r2ts      []uint32 // outstanding TTTs
+	failed    bool     // a Data-Out broke its sequence: drain, then CHECK CONDITION
 }
 
 // r2t is one outstanding Ready To Transfer.
@@ -83,6 +86,20 @@ func fixedSense(key, asc, ascq byte) []byte {
 	b[7] = 10 // additional sense length
 	b[12], b[13] = asc, ascq
 	return b
+}
+
+// taskAttr maps the iSCSI ATTR field (RFC 7143 11.3.1: 0 untagged, 1 simple, 2 ordered, 3 head of
+// queue, 4 ACA) to the SAM task attribute.
+func taskAttr(a uint8) scsi.TaskAttribute {
+	switch a {
+	case 2:
+		return scsi.Ordered
+	case 3:
+		return scsi.HeadOfQueue
+	case 4:
+		return scsi.ACA
+	}
+	return scsi.Simple
 }
 
 // maxCDBLen is the longest CDB an extended CDB AHS can carry in practice (SPC-4: 260 bytes).
@@ -130,14 +147,11 @@ func (s *session) handleSCSICmd(p *PDU, ordered bool) error {
 		lunField: h.LUNField(),
 		lun:      decodeLUN(h.LUNField()),
 		ordered:  ordered,
-		attr:     scsi.TaskAttribute(h.TaskAttr() & 3),
+		attr:     taskAttr(h.TaskAttr()),
 		cdb:      cdb,
 		read:     h.Flags()&FlagRead != 0,
 		write:    h.Flags()&FlagWrite != 0,
 		edtl:     h.ExpectedDataLength(),
-	}
-	if h.TaskAttr() > 4 {
-		t.attr = scsi.Simple
 	}
 	switch {
 	case t.read && t.write:
@@ -214,17 +228,20 @@ func (s *session) handleSCSICmd(p *PDU, ordered bool) error {
 	}
 	t.nextR2T = t.unsolLen
 	s.mu.Lock()
-	s.issueR2TsLocked(t)
+	r2ts := s.issueR2TsLocked(t)
 	complete := t.got == t.edtl
 	s.mu.Unlock()
+	s.sendIf(r2ts)
 	if complete {
 		s.execute(t)
 	}
 	return nil
 }
 
-// issueR2TsLocked sends R2Ts for the next bursts until MaxOutstandingR2T are in flight.
-func (s *session) issueR2TsLocked(t *task) {
+// issueR2TsLocked prepares R2Ts for the next bursts until MaxOutstandingR2T are in flight. The caller
+// sends the returned item after unlocking s.mu.
+func (s *session) issueR2TsLocked(t *task) *txItem {
+	var it *txItem
 	for len(t.r2ts) < s.params.MaxOutstandingR2T && t.nextR2T < t.edtl {
 		n := min(uint32(s.params.MaxBurstLength), t.edtl-t.nextR2T)
 		r := &r2t{t: t, ttt: s.newTTTLocked(), offset: t.nextR2T, length: n}
@@ -241,16 +258,26 @@ func (s *session) issueR2TsLocked(t *task) {
 		h.SetDesiredDataLength(n)
 		t.r2tSN++
 		t.nextR2T += n
-		// The channel has room for two PDUs per command slot; never block while holding s.mu.
-		select {
-		case s.out <- &txItem{pdus: []txPDU{{h: h, sn: snCurrent}}}:
-		default:
-			go s.sendPDU(&h, nil, snCurrent)
+		if it == nil {
+			it = &txItem{}
 		}
+		it.pdus = append(it.pdus, txPDU{h: h, sn: snCurrent})
+	}
+	return it
+}
+
+// sendIf sends it unless it is nil.
+func (s *session) sendIf(it *txItem) {
+	if it != nil {
+		s.send(it)
 	}
 }
 
 // handleDataOut places one Data-Out PDU's data straight into its command's buffer.
+//
+// A Data-Out that breaks its sequence (DataSN, BufferOffset, length, TTT) gets a Reject and fails its
+// task: the rest of the task's Data-Out is drained and then the task ends with CHECK CONDITION (RFC 7143
+// 11.17.1), while the connection and the other tasks carry on.
 func (s *session) handleDataOut(p *PDU) error {
 	h := &p.BHS
 	n := uint32(h.DataSegmentLength())
@@ -262,26 +289,52 @@ func (s *session) handleDataOut(p *PDU) error {
 		return s.discard(h) // aborted or unknown task: its remaining data is dropped (RFC 7143 11.5.1)
 	}
 	var r *r2t
+	var bad string
+	var reason uint8 = RejectProtocolError
 	if ttt == ReservedTag {
 		if !t.unsolOpen || sn != t.unsolSN || off != t.unsolGot || off+n > t.unsolLen || off+n < off {
-			s.mu.Unlock()
-			s.reject(h, RejectProtocolError)
-			return protoErr(h, "unsolicited Data-Out DataSN %d offset %d length %d does not follow (expected DataSN %d offset %d, first burst %d)",
+			bad = fmt.Sprintf("unsolicited Data-Out DataSN %d offset %d length %d does not follow (expected DataSN %d offset %d, first burst %d)",
 				sn, off, n, t.unsolSN, t.unsolGot, t.unsolLen)
 		}
 	} else {
 		r = s.r2ts[ttt]
-		if r == nil || r.t != t {
-			s.mu.Unlock()
-			s.reject(h, RejectInvalidField)
-			return protoErr(h, "Data-Out TTT 0x%08x matches no R2T of ITT 0x%08x", ttt, t.itt)
-		}
-		if sn != r.dataSN || off != r.offset+r.got || r.got+n > r.length || r.got+n < r.got {
-			s.mu.Unlock()
-			s.reject(h, RejectProtocolError)
-			return protoErr(h, "Data-Out DataSN %d offset %d length %d does not follow R2T (expected DataSN %d offset %d, %d bytes left)",
+		switch {
+		case r == nil || r.t != t:
+			r = nil
+			reason = RejectInvalidField
+			bad = fmt.Sprintf("Data-Out TTT 0x%08x matches no R2T of ITT 0x%08x", ttt, t.itt)
+		case sn != r.dataSN || off != r.offset+r.got || r.got+n > r.length || r.got+n < r.got:
+			bad = fmt.Sprintf("Data-Out DataSN %d offset %d length %d does not follow R2T (expected DataSN %d offset %d, %d bytes left)",
 				sn, off, n, r.dataSN, r.offset+r.got, r.length-r.got)
 		}
+	}
+	if bad != "" || t.failed {
+		if bad != "" && !t.failed {
+			t.failed = true
+			t.nextR2T = t.edtl // no more R2Ts
+			s.log.Warn("iscsi Data-Out sequence error", "initiator", s.params.InitiatorName, "itt", t.itt, "err", bad)
+			s.reject(h, reason)
+		}
+		// Close the sequence this PDU ends, whatever its content.
+		if h.Final() {
+			if ttt == ReservedTag {
+				t.unsolOpen = false
+			} else if r != nil {
+				s.dropR2TLocked(t, ttt)
+			}
+		}
+		drained := !t.unsolOpen && len(t.r2ts) == 0
+		if drained {
+			t.state = taskExecuting
+		}
+		s.mu.Unlock()
+		if err := s.discard(h); err != nil {
+			return err
+		}
+		if drained {
+			s.respond(t, &scsi.Result{Status: scsi.StatusCheckCondition, Sense: fixedSense(0x0b, 0x4b, 0x00)}) // ABORTED COMMAND, DATA PHASE ERROR
+		}
+		return nil
 	}
 	dst := t.buf[off : off+n]
 	s.mu.Unlock()
@@ -294,33 +347,42 @@ func (s *session) handleDataOut(p *PDU) error {
 		return nil
 	}
 	t.got += n
+	var r2ts *txItem
 	if r == nil {
 		t.unsolGot += n
 		t.unsolSN++
 		if h.Final() {
 			t.unsolOpen = false
 			if t.unsolGot != t.unsolLen {
-				s.mu.Unlock()
+				t.failed = true
+				t.nextR2T = t.edtl
 				s.reject(h, RejectProtocolError)
-				return protoErr(h, "unsolicited data ended at %d bytes, first burst is %d", t.unsolGot, t.unsolLen)
 			}
 		}
 	} else {
 		r.got += n
 		r.dataSN++
 		if h.Final() {
-			if r.got != r.length {
-				s.mu.Unlock()
-				s.reject(h, RejectProtocolError)
-				return protoErr(h, "R2T sequence ended at %d of %d bytes", r.got, r.length)
-			}
 			s.dropR2TLocked(t, ttt)
-			s.issueR2TsLocked(t)
+			if r.got != r.length {
+				t.failed = true
+				t.nextR2T = t.edtl
+				s.reject(h, RejectProtocolError)
+			} else {
+				r2ts = s.issueR2TsLocked(t)
+			}
 		}
 	}
 	complete := t.got == t.edtl && !t.unsolOpen && len(t.r2ts) == 0
+	failed := t.failed && !t.unsolOpen && len(t.r2ts) == 0
+	if failed {
+		t.state = taskExecuting
+	}
 	s.mu.Unlock()
-	if complete {
+	s.sendIf(r2ts)
+	if failed {
+		s.respond(t, &scsi.Result{Status: scsi.StatusCheckCondition, Sense: fixedSense(0x0b, 0x4b, 0x00)})
+	} else if complete {
 		s.execute(t)
 	}
 	return nil
@@ -377,33 +439,64 @@ func (s *session) execute(t *task) {
 	t.state = taskExecuting
 	s.tasksWG.Add(1)
 	s.mu.Unlock()
-	go func() {
-		defer s.tasksWG.Done()
-		cmd := &scsi.Command{
-			Nexus:        s.nexus,
-			LUN:          t.lun,
-			Tag:          uint64(t.itt),
-			Attr:         t.attr,
-			CDB:          t.cdb,
-			DataInLength: t.readLen,
-		}
-		if t.write {
-			cmd.DataOut = t.buf[:t.edtl]
-		}
-		res := s.tgt.SCSI.Execute(s.ctx, cmd)
-		if t.buf != nil {
-			putBuf(t.buf) // the SCSI layer keeps no reference to DataOut after Execute
-			t.buf = nil
-		}
-		if res.Aborted {
-			res.Release()
-			s.mu.Lock()
-			s.releaseLocked(t)
-			s.mu.Unlock()
+	select {
+	case s.work <- t: // an idle worker takes it
+	default:
+		s.auxWG.Add(1)
+		go s.worker(t)
+	}
+}
+
+// workerIdle is how long a command goroutine waits for the next command before it exits. Reusing
+// goroutines keeps their grown stacks: Execute runs deep.
+const workerIdle = 2 * time.Second
+
+// worker runs t, then further tasks handed over through s.work, until idle for workerIdle or the
+// session ends. At most queue-depth workers exist because at most that many tasks execute at once.
+func (s *session) worker(t *task) {
+	defer s.auxWG.Done()
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	for {
+		s.run1(t)
+		idle.Reset(workerIdle)
+		select {
+		case t = <-s.work:
+		case <-idle.C:
+			return
+		case <-s.ctx.Done():
 			return
 		}
-		s.respond(t, &res)
-	}()
+	}
+}
+
+// run1 executes one task and answers it (or not, when it was aborted).
+func (s *session) run1(t *task) {
+	defer s.tasksWG.Done()
+	cmd := &scsi.Command{
+		Nexus:        s.nexus,
+		LUN:          t.lun,
+		Tag:          uint64(t.itt),
+		Attr:         t.attr,
+		CDB:          t.cdb,
+		DataInLength: t.readLen,
+	}
+	if t.write {
+		cmd.DataOut = t.buf[:t.edtl]
+	}
+	res := s.tgt.SCSI.Execute(s.ctx, cmd)
+	if t.buf != nil {
+		putBuf(t.buf) // the SCSI layer keeps no reference to DataOut after Execute
+		t.buf = nil
+	}
+	if res.Aborted {
+		res.Release()
+		s.mu.Lock()
+		s.releaseLocked(t)
+		s.mu.Unlock()
+		return
+	}
+	s.respond(t, &res)
 }
 
 // residual computes the residual flags and count of a transfer the initiator expected exp bytes of and

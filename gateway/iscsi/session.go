@@ -44,6 +44,7 @@ type session struct {
 	cancel context.CancelFunc
 
 	out        chan *txItem
+	work       chan *task // hands tasks to idle command goroutines
 	quit       chan struct{}
 	writerDone chan struct{}
 	statSN     uint32 // writer goroutine only (after login)
@@ -58,6 +59,7 @@ type session struct {
 	nextTTT    uint32
 	buffered   int64 // bytes of write buffers held
 	closed     bool
+	closeErr   error // why close was called first
 	loggingOut bool
 	textCont   map[uint32][]byte // rest of long Text responses, by TTT
 	textIn     []byte            // Text request text with C=1 so far
@@ -87,6 +89,7 @@ func newSession(srv *Server, c net.Conn, p Params, t *targetEntry, isid [6]byte)
 		ctx:        ctx,
 		cancel:     cancel,
 		out:        make(chan *txItem, 2*srv.cfg.MaxCmdsPerSession+16),
+		work:       make(chan *task),
 		quit:       make(chan struct{}),
 		writerDone: make(chan struct{}),
 		pending:    make(map[uint32]*PDU),
@@ -118,6 +121,9 @@ func (s *session) run() {
 	s.auxWG.Add(1)
 	go s.pinger()
 	err := s.readLoop()
+	if err == nil {
+		err = io.EOF
+	}
 	var pe *protocolError
 	var de *PDUError
 	if errors.As(err, &pe) || errors.As(err, &de) {
@@ -167,6 +173,11 @@ func (s *session) teardown(err error) {
 		s.tgt.SCSI.NexusGone(s.nexus)
 	}
 	s.srv.unregister(s)
+	s.mu.Lock()
+	if s.closeErr != nil {
+		err = s.closeErr // our own reason beats "use of closed network connection"
+	}
+	s.mu.Unlock()
 	if errors.Is(err, errLogout) || errors.Is(err, io.EOF) {
 		s.log.Info("iscsi session ended", "initiator", s.params.InitiatorName, "tsih", s.tsih, "reason", err)
 	} else {
@@ -193,6 +204,7 @@ func (s *session) close(err error) {
 		return
 	}
 	s.closed = true
+	s.closeErr = err
 	s.mu.Unlock()
 	s.cancel()
 	s.nc.Close()

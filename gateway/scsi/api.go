@@ -71,7 +71,8 @@ type Result struct {
 	// Aborted is set when the task was aborted; the transport sends no response for it.
 	Aborted bool
 
-	release func()
+	release func()  // generic release hook
+	pooled  *pooled // a pooled data-in buffer, returned by Release without a closure
 }
 
 // Release returns DataIn's buffer to its pool. The transport calls it once the data is on the wire; DataIn
@@ -80,6 +81,10 @@ func (r *Result) Release() {
 	if r.release != nil {
 		r.release()
 		r.release = nil
+	}
+	if r.pooled != nil {
+		r.pooled.put()
+		r.pooled = nil
 	}
 	r.DataIn = nil
 }

@@ -147,13 +147,13 @@ func AllocationLength(cdb []byte) (length uint32, field int, ok bool) {
 
 // ServiceAction returns the service action of the operation codes that carry one in byte 1 bits 4-0
 // (SERVICE ACTION IN(16) 0x9E, MAINTENANCE IN 0xA3, MAINTENANCE OUT 0xA4, PERSISTENT RESERVE IN/OUT
-// 0x5E/0x5F, SANITIZE 0x48); ok is false for the others.
+// 0x5E/0x5F, SANITIZE 0x48, EXTENDED COPY 0x83, RECEIVE COPY RESULTS 0x84); ok is false for the others.
 func ServiceAction(cdb []byte) (sa uint16, ok bool) {
 	if len(cdb) < 2 {
 		return 0, false
 	}
 	switch cdb[0] {
-	case 0x9E, 0x9F, 0xA3, 0xA4, 0x5E, 0x5F, 0x48:
+	case 0x9E, 0x9F, 0xA3, 0xA4, 0x5E, 0x5F, 0x48, 0x83, 0x84:
 		return uint16(cdb[1] & 0x1f), true
 	}
 	return 0, false

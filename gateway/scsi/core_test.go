@@ -80,7 +80,7 @@ func TestReadWriteErrors(t *testing.T) {
 	expectSense(t, run(tg, cdb16(0x88, 0, 1<<63, 1), nil), SenseIllegalRequest, ASCLBAOutOfRange)
 	// RDPROTECT without protection information is an invalid field at byte 1 bit 7.
 	expectField(t, run(tg, cdb10(0x28, 0x20, 0, 1), nil), true, 1, 5)
-	// Short data-out: refused, nothing written.
+	// Short data-out, not a whole block: refused, nothing written.
 	r := run(tg, cdb10(0x2a, 0, 0, 2), fill(600, 1))
 	expectSense(t, r, SenseIllegalRequest, ASCInvalidFieldInCmdIU)
 	if r.DataOutWanted != 1024 {
@@ -90,6 +90,17 @@ func TestReadWriteErrors(t *testing.T) {
 	if !bytes.Equal(r.DataIn, make([]byte, 1024)) {
 		t.Fatal("a refused short write changed the medium")
 	}
+	// Short data-out of whole blocks: those blocks are written, GOOD, the rest is the transport's residual.
+	r = run(tg, cdb10(0x2a, 0, 0, 2), fill(512, 2))
+	expectGood(t, r)
+	if r.DataOutWanted != 1024 {
+		t.Fatalf("DataOutWanted %d", r.DataOutWanted)
+	}
+	r = run(tg, cdb10(0x28, 0, 0, 2), nil)
+	if !bytes.Equal(r.DataIn[:512], fill(512, 2)) || !allZero(r.DataIn[512:]) {
+		t.Fatal("truncated write wrote the wrong blocks")
+	}
+	expectGood(t, run(tg, cdb10(0x2a, 0, 0, 1), nil)) // no data at all: nothing written
 	// Longer data-out: executed with the CDB's length.
 	expectGood(t, run(tg, cdb10(0x2a, 0, 0, 1), fill(1024, 7)))
 	r = run(tg, cdb10(0x28, 0, 0, 2), nil)
@@ -117,7 +128,7 @@ func TestReadCapacity(t *testing.T) {
 	c16[0], c16[1], c16[13] = 0x9e, 0x10, 32
 	r = run(tg, c16, nil)
 	expectGood(t, r)
-	if len(r.DataIn) != 32 || binary.BigEndian.Uint64(r.DataIn) != 2047 || r.DataIn[14]&0xc0 != 0xc0 {
+	if len(r.DataIn) != 32 || binary.BigEndian.Uint64(r.DataIn) != 2047 || r.DataIn[14]&0xc0 != 0xc0 || r.DataIn[13] != 0 {
 		t.Fatalf("READ CAPACITY(16) %x", r.DataIn)
 	}
 	c16[13] = 8
@@ -211,8 +222,11 @@ func TestReportLUNsAndUnitAttentions(t *testing.T) {
 		t.Fatalf("REQUEST SENSE after LUN reset: %x", r.DataIn)
 	}
 	expectGood(t, tg.Execute(ctx, &Command{Nexus: other, CDB: []byte{0, 0, 0, 0, 0, 0}}))
+	// The requester gets it too.
+	expectSense(t, run(tg, []byte{0, 0, 0, 0, 0, 0}, nil), SenseUnitAttention, ASCBusDeviceResetOccurred)
 	expectGood(t, run(tg, []byte{0, 0, 0, 0, 0, 0}, nil))
 	tg.TargetReset(testNexus, false)
+	expectSense(t, run(tg, []byte{0, 0, 0, 0, 0, 0}, nil), SenseUnitAttention, ASCBusResetOccurred)
 	expectSense(t, tg.Execute(ctx, &Command{Nexus: other, CDB: []byte{0, 0, 0, 0, 0, 0}}), SenseUnitAttention, ASCBusResetOccurred)
 	if tg.LUNReset(testNexus, 9) != TMFNoSuchLUN {
 		t.Fatal("LUN RESET of a missing LUN")

@@ -5,6 +5,9 @@ import (
 	"fmt"
 )
 
+// physicalBlock is the unit the backends work in, in bytes (page cache, filesystems, RAM pages).
+const physicalBlock = 4096
+
 // dataIn returns b trimmed to the allocation length (SPC-4 4.2.5.6: the device server stops at the
 // allocation length; the transport handles the initiator's own buffer size).
 func (x *exec) dataIn(b []byte, alloc uint32) Result {
@@ -38,6 +41,7 @@ const (
 	flagCmdQue       = 0x02
 	flagTPGSImplicit = 0x10 // TPGS 01b: implicit asymmetric access (REPORT TARGET PORT GROUPS)
 	desigTPG         = 0x5
+	flag3PC          = 0x08 // third-party copy: EXTENDED COPY is supported
 	vdSAM5           = 0x00A0
 	vdSPC4           = 0x0460
 	vdSBC3           = 0x04C0
@@ -92,6 +96,7 @@ func cmdInquiry(x *exec) Result {
 	case 0xb1:
 		b = vpdHeader(0xb1, 0x3c)
 		binary.BigEndian.PutUint16(b[4:], 0x0001) // MEDIUM ROTATION RATE: non-rotating medium
+		b[7] = 0x40                               // WABEREQ 01b: reads after BLOCK ERASE succeed (zeros)
 	case 0xb2:
 		b = x.logicalBlockProvisioning()
 	default:
@@ -119,7 +124,7 @@ func (x *exec) standardInquiry() []byte {
 	b[inqOffVersion] = versionSPC4
 	b[inqOffFormat] = formatHiSupSPC
 	b[inqOffAddLen] = inqStdLen - (inqOffAddLen + 1)
-	b[inqOffFlags5] = flagTPGSImplicit
+	b[inqOffFlags5] = flagTPGSImplicit | flag3PC
 	b[inqOffFlags7] = flagCmdQue
 	vendor, product, revision := DefaultVendor, DefaultProduct, DefaultRevision
 	if x.lu != nil {
@@ -186,10 +191,10 @@ func (x *exec) extendedInquiry() []byte {
 func (x *exec) blockLimits() []byte {
 	b := vpdHeader(0xb0, 0x3c)
 	bs := uint32(x.lu.bs)
-	b[4] = 0x01                                            // WSNZ: WRITE SAME with NUMBER OF BLOCKS 0 is refused
-	b[5] = maxCompareAndWrite                              // MAXIMUM COMPARE AND WRITE LENGTH
-	binary.BigEndian.PutUint16(b[6:], uint16(4096/bs))     // OPTIMAL TRANSFER LENGTH GRANULARITY: 4 KiB
-	binary.BigEndian.PutUint32(b[8:], maxTransferBytes/bs) // MAXIMUM TRANSFER LENGTH
+	b[4] = 0x01                                                 // WSNZ: WRITE SAME with NUMBER OF BLOCKS 0 is refused
+	b[5] = maxCompareAndWrite                                   // MAXIMUM COMPARE AND WRITE LENGTH
+	binary.BigEndian.PutUint16(b[6:], uint16(physicalBlock/bs)) // OPTIMAL TRANSFER LENGTH GRANULARITY: a physical block
+	binary.BigEndian.PutUint32(b[8:], maxTransferBytes/bs)      // MAXIMUM TRANSFER LENGTH
 	binary.BigEndian.PutUint32(b[12:], optimalXferBytes/bs)
 	binary.BigEndian.PutUint32(b[16:], maxTransferBytes/bs) // MAXIMUM PREFETCH LENGTH
 	binary.BigEndian.PutUint32(b[20:], maxUnmapBlocks)      // MAXIMUM UNMAP LBA COUNT
@@ -269,7 +274,9 @@ func cmdRequestSense(x *exec) Result {
 	case x.lu == nil:
 		s = newSense(SenseIllegalRequest, ASCLUNotSupported)
 	default:
-		if asc := x.ns.takeUA(x.cmd.LUN); asc != 0 {
+		if x.lu.sanitizing.Load() {
+			s = newSense(SenseNotReady, ascSanitizeInProgress)
+		} else if asc := x.ns.takeUA(x.cmd.LUN); asc != 0 {
 			s = newSense(SenseUnitAttention, asc)
 		} else if x.lu.stopped.Load() {
 			s = newSense(SenseNotReady, 0x0402)
@@ -299,6 +306,10 @@ func cmdReadCapacity16(x *exec) Result {
 	b := make([]byte, 32)
 	binary.BigEndian.PutUint64(b, x.lu.blocks-1)
 	binary.BigEndian.PutUint32(b[8:], uint32(x.lu.bs))
+	// LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT stays 0 although the backends work in 4 KiB units (that
+	// is reported as OPTIMAL TRANSFER LENGTH GRANULARITY instead): libiscsi 1.19's GetLBAStatus.UnmapSingle
+	// expects a descriptor at an LBA other than the one asked for whenever it is non-zero, which no
+	// conforming target can do.
 	b[14] = 0x80 | 0x40 // LBPME, LBPRZ; LOWEST ALIGNED LBA 0
 	return x.dataIn(b, alloc)
 }

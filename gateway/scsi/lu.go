@@ -1,7 +1,6 @@
 package scsi
 
 import (
-	"context"
 	"crypto/sha256"
 	"fmt"
 	"math/bits"
@@ -29,6 +28,11 @@ type lu struct {
 	swp    atomic.Bool // control page SWP: software write protect
 	// stopped is set by START STOP UNIT with START=0: medium access then returns NOT READY.
 	stopped atomic.Bool
+	// sanitizing is set while a SANITIZE operation runs; sanitizeFailed after one failed (SBC-3 4.11).
+	sanitizing, sanitizeFailed atomic.Bool
+	// deallocated is set by a SANITIZE BLOCK ERASE and cleared by the next write: every block is then
+	// known to be deallocated, which GET LBA STATUS reports.
+	deallocated atomic.Bool
 
 	tasks taskSet
 	locks rangeLocks
@@ -92,9 +96,8 @@ func naaDesignator(serial string) [8]byte {
 // task is one running command.
 type task struct {
 	key     taskKey
-	cancel  context.CancelFunc
-	done    chan struct{}
-	aborted atomic.Bool
+	done    sync.WaitGroup // Done when the command has stopped
+	aborted atomic.Bool    // set by task management; long commands poll it between chunks
 }
 
 type taskKey struct {
@@ -162,10 +165,9 @@ func (s *taskSet) abort(match func(taskKey) bool) int {
 	}
 	for _, t := range victims {
 		t.aborted.Store(true)
-		t.cancel()
 	}
 	for _, t := range victims {
-		<-t.done
+		t.done.Wait()
 	}
 	return len(victims)
 }
@@ -199,8 +201,15 @@ func (r *rangeLocks) mask(lba uint64, n uint64) uint64 {
 	return m
 }
 
-// lock takes the stripes of m, shared or exclusive, and returns the function that releases them.
-func (r *rangeLocks) lock(m uint64, exclusive bool) func() {
+// heldLocks is a set of stripes taken by lock; unlock releases them. A value, so no allocation.
+type heldLocks struct {
+	r         *rangeLocks
+	m         uint64
+	exclusive bool
+}
+
+// lock takes the stripes of m, shared or exclusive, in ascending order.
+func (r *rangeLocks) lock(m uint64, exclusive bool) heldLocks {
 	for rest := m; rest != 0; rest &= rest - 1 {
 		i := bits.TrailingZeros64(rest)
 		if exclusive {
@@ -209,19 +218,22 @@ func (r *rangeLocks) lock(m uint64, exclusive bool) func() {
 			r.stripes[i].RLock()
 		}
 	}
-	return func() {
-		for rest := m; rest != 0; rest &= rest - 1 {
-			i := bits.TrailingZeros64(rest)
-			if exclusive {
-				r.stripes[i].Unlock()
-			} else {
-				r.stripes[i].RUnlock()
-			}
+	return heldLocks{r, m, exclusive}
+}
+
+func (h heldLocks) unlock() {
+	for rest := h.m; rest != 0; rest &= rest - 1 {
+		i := bits.TrailingZeros64(rest)
+		if h.exclusive {
+			h.r.stripes[i].Unlock()
+		} else {
+			h.r.stripes[i].RUnlock()
 		}
 	}
 }
 
-// Data-in buffers come from pools by power-of-two size class, from 512 bytes to maxPooled.
+// Data-in buffers come from pools by power-of-two size class, from 512 bytes to 16 MiB. A pooled value
+// carries its class so that Release needs no closure (no allocation per command).
 const (
 	minPoolShift = 9
 	maxPoolShift = 24 // 16 MiB
@@ -229,23 +241,33 @@ const (
 
 var bufPools [maxPoolShift + 1]sync.Pool
 
+type pooled struct {
+	buf   []byte // full capacity of the class
+	shift int
+}
+
+func (p *pooled) put() { bufPools[p.shift].Put(p) }
+
+// getPooled returns a pooled buffer of at least n bytes (n > 0), or nil when n is beyond the largest class.
+func getPooled(n int) *pooled {
+	shift := max(bits.Len(uint(n-1)), minPoolShift)
+	if shift > maxPoolShift {
+		return nil
+	}
+	if p, _ := bufPools[shift].Get().(*pooled); p != nil {
+		return p
+	}
+	return &pooled{buf: make([]byte, 1<<shift), shift: shift}
+}
+
 // getBuf returns a buffer of n bytes and the function that gives it back (nil when not pooled).
 func getBuf(n int) ([]byte, func()) {
 	if n <= 0 {
 		return nil, nil
 	}
-	shift := bits.Len(uint(n - 1))
-	if shift < minPoolShift {
-		shift = minPoolShift
-	}
-	if shift > maxPoolShift {
+	p := getPooled(n)
+	if p == nil {
 		return make([]byte, n), nil
 	}
-	p := &bufPools[shift]
-	bp, _ := p.Get().(*[]byte)
-	if bp == nil {
-		b := make([]byte, 1<<shift)
-		bp = &b
-	}
-	return (*bp)[:n], func() { p.Put(bp) }
+	return p.buf[:n], p.put
 }

@@ -1,6 +1,9 @@
 package scsi
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"time"
+)
 
 // REPORT SUPPORTED OPERATION CODES reporting options (SPC-4 6.35.1).
 const (
@@ -151,72 +154,125 @@ const (
 	sanitizeOverwrite  = 0x01
 	sanitizeBlockErase = 0x02
 	sanitizeExitFail   = 0x1f
+
+	ascSanitizeInProgress = 0x041B // NOT READY, SANITIZE IN PROGRESS
+	ascSanitizeFailed     = 0x3103 // MEDIUM ERROR, SANITIZE COMMAND FAILED
 )
 
 // cmdSanitize runs SANITIZE OVERWRITE (the pattern over every block, OWCOUNT passes, INVERT between
-// passes), BLOCK ERASE (discard of the whole medium: unmapped blocks read zeros) and EXIT FAILURE MODE
-// (the unit never enters failure mode). CRYPTOGRAPHIC ERASE is not supported. IMMED is honoured by
-// finishing before the status.
+// passes), BLOCK ERASE (discard of the whole medium: blocks then read zeros and are deallocated) and
+// EXIT FAILURE MODE. CRYPTOGRAPHIC ERASE is not supported.
+//
+// As SBC-3 4.11 requires, the operation, once started, runs to its end whatever happens to the command
+// (ABORT TASK, resets): it runs in its own goroutine, and until it ends every command but INQUIRY,
+// REPORT LUNS and REQUEST SENSE gets NOT READY, SANITIZE IN PROGRESS. With IMMED the status comes right
+// after the parameters are checked. If it fails, medium access reports SANITIZE COMMAND FAILED until a
+// SANITIZE succeeds or EXIT FAILURE MODE is sent.
 func cmdSanitize(x *exec) Result {
 	sa := x.cdb[1] & 0x1f
+	immed := x.cdb[1]&0x80 != 0
 	plen := int(binary.BigEndian.Uint16(x.cdb[7:]))
 	if s := x.writable(); s != nil {
 		return checkCondition(s)
 	}
-	total := int64(x.lu.blocks) * int64(x.lu.bs)
+	var pattern []byte
+	var invert bool
+	var count int
 	switch sa {
 	case sanitizeExitFail, sanitizeBlockErase:
 		if plen != 0 {
 			return checkCondition(invalidCDB(7, -1))
 		}
 		if sa == sanitizeExitFail {
+			x.lu.sanitizeFailed.Store(false)
 			return Result{}
 		}
-		return x.discard(0, total)
+	default:
+		// OVERWRITE parameter list (SBC-3 5.19.3): byte 0 INVERT (7), TEST (5-4), OWCOUNT (3-0); bytes 2-3
+		// INITIALIZATION PATTERN LENGTH; then the pattern.
+		if plen < 4 {
+			x.wanted = plen
+			return checkCondition(invalidCDB(7, -1))
+		}
+		p, s := x.dataOut(plen)
+		if s != nil {
+			return checkCondition(s)
+		}
+		invert = p[0]&0x80 != 0
+		count = int(p[0] & 0x0f)
+		patLen := int(binary.BigEndian.Uint16(p[2:]))
+		if p[0]&0x30 != 0 {
+			return checkCondition(invalidParam(0, 5))
+		}
+		if count == 0 {
+			return checkCondition(invalidParam(0, 3))
+		}
+		if patLen == 0 || patLen > x.lu.bs {
+			return checkCondition(invalidParam(2, -1))
+		}
+		if plen != 4+patLen {
+			return checkCondition(invalidCDB(7, -1))
+		}
+		pattern = make([]byte, x.lu.bs) // a copy: the data-out buffer is the transport's once we return
+		for i := 0; i < len(pattern); i += patLen {
+			copy(pattern[i:], p[4:4+patLen])
+		}
 	}
-	// OVERWRITE parameter list (SBC-3 5.19.3): byte 0 INVERT (7), TEST (5-4), OWCOUNT (3-0); bytes 2-3
-	// INITIALIZATION PATTERN LENGTH; then the pattern.
-	if plen < 4 {
-		x.wanted = plen
-		return checkCondition(invalidCDB(7, -1))
+	if !x.lu.sanitizing.CompareAndSwap(false, true) {
+		return checkCondition(newSense(SenseNotReady, ascSanitizeInProgress))
 	}
-	p, s := x.dataOut(plen)
-	if s != nil {
-		return checkCondition(s)
+	done := make(chan Result, 1)
+	l := x.lu
+	go func() {
+		r := l.sanitize(sa, pattern, invert, count)
+		l.sanitizeFailed.Store(r.Status != StatusGood)
+		if sa == sanitizeBlockErase && r.Status == StatusGood {
+			l.deallocated.Store(true) // nothing can have written since: every other command was refused
+		}
+		l.sanitizing.Store(false)
+		done <- r
+	}()
+	if immed {
+		return Result{}
 	}
-	invert := p[0]&0x80 != 0
-	count := int(p[0] & 0x0f)
-	patLen := int(binary.BigEndian.Uint16(p[2:]))
-	if p[0]&0x30 != 0 {
-		return checkCondition(invalidParam(0, 5))
-	}
-	if count == 0 {
-		return checkCondition(invalidParam(0, 3))
-	}
-	if patLen == 0 || patLen > x.lu.bs {
-		return checkCondition(invalidParam(2, -1))
-	}
-	if plen != 4+patLen {
-		return checkCondition(invalidCDB(7, -1))
-	}
-	pattern := make([]byte, x.lu.bs)
-	for i := 0; i < len(pattern); i += patLen {
-		copy(pattern[i:], p[4:4+patLen])
-	}
-	for pass := 0; pass < count; pass++ {
-		if invert && pass%2 == 1 {
-			for i := range pattern {
-				pattern[i] = ^pattern[i]
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case r := <-done:
+			return r
+		case <-tick.C:
+			if x.stopped() {
+				return Result{Aborted: true} // the operation itself carries on
 			}
 		}
-		if r := x.fill(0, total, pattern); r.Status != StatusGood || r.Aborted {
+	}
+}
+
+// sanitize carries out a SANITIZE operation over the whole medium and makes it durable.
+func (l *lu) sanitize(sa byte, pattern []byte, invert bool, count int) Result {
+	never := func() bool { return false }
+	total := int64(l.blocks) * int64(l.bs)
+	if sa == sanitizeBlockErase {
+		if r := l.discard(0, total, never); r.Status != StatusGood {
 			return r
 		}
-		if invert && pass%2 == 1 {
-			for i := range pattern {
-				pattern[i] = ^pattern[i]
+	} else {
+		for pass := 0; pass < count; pass++ {
+			p := pattern
+			if invert && pass%2 == 1 {
+				p = make([]byte, len(pattern))
+				for i := range p {
+					p[i] = ^pattern[i]
+				}
+			}
+			if r := l.fill(0, total, p, false, never); r.Status != StatusGood {
+				return r
 			}
 		}
+	}
+	if err := l.dev.Flush(); err != nil {
+		return checkCondition(newSense(SenseMediumError, ASCWriteError))
 	}
 	return Result{}
 }

@@ -116,6 +116,12 @@ func init() {
 		add(&opInfo{name: "PERSISTENT RESERVE OUT", usage: []byte{0x5f, 0x1f, ff, 0, 0, ff, ff, ff, ff, 0},
 			hasSA: true, sa: sa, run: cmdPROut, recommended: io})
 	}
+	add(&opInfo{name: "EXTENDED COPY", usage: []byte{0x83, 0x1f, 0, 0, 0, 0, 0, 0, 0, 0, ff, ff, ff, ff, 0, 0},
+		hasSA: true, sa: 0x00, run: cmdExtendedCopy, flags: opMedium, recommended: slow})
+	for _, sa := range []uint16{rcrCopyStatus, rcrOpParams} {
+		add(&opInfo{name: "RECEIVE COPY RESULTS", usage: []byte{0x84, 0x1f, ff, 0, 0, 0, 0, 0, 0, 0, ff, ff, ff, ff, 0, 0},
+			hasSA: true, sa: sa, run: cmdReceiveCopyResults, flags: opNoTask, recommended: io})
+	}
 	add(&opInfo{name: "READ(16)", usage: []byte{0x88, 0x1a, ff, ff, ff, ff, ff, ff, ff, ff, ff, ff, ff, ff, 0x1f, 0},
 		run: cmdRead, flags: opMedium, recommended: io})
 	add(&opInfo{name: "COMPARE AND WRITE", usage: []byte{0x89, 0x1a, ff, ff, ff, ff, ff, ff, ff, ff, 0, 0, 0, ff, 0x1f, 0},
@@ -134,15 +140,15 @@ func init() {
 		run: cmdSyncCache, flags: opMedium, recommended: slow})
 	add(&opInfo{name: "WRITE SAME(16)", usage: []byte{0x93, 0x09, ff, ff, ff, ff, ff, ff, ff, ff, ff, ff, ff, ff, 0x1f, 0},
 		run: cmdWriteSame, flags: opMedium | opWrite, recommended: slow})
-	add(&opInfo{name: "READ CAPACITY(16)", usage: []byte{0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, ff, ff, ff, ff, 0, 0},
+	add(&opInfo{name: "READ CAPACITY(16)", usage: []byte{0x9e, 0x1f, 0, 0, 0, 0, 0, 0, 0, 0, ff, ff, ff, ff, 0, 0},
 		hasSA: true, sa: 0x10, run: cmdReadCapacity16, flags: opNoTask, recommended: io})
-	add(&opInfo{name: "GET LBA STATUS", usage: []byte{0x9e, 0x12, ff, ff, ff, ff, ff, ff, ff, ff, ff, ff, ff, ff, 0, 0},
+	add(&opInfo{name: "GET LBA STATUS", usage: []byte{0x9e, 0x1f, ff, ff, ff, ff, ff, ff, ff, ff, ff, ff, ff, ff, 0, 0},
 		hasSA: true, sa: 0x12, run: cmdGetLBAStatus, flags: opMedium, recommended: io})
 	add(&opInfo{name: "REPORT LUNS", usage: []byte{0xa0, 0, ff, 0, 0, 0, ff, ff, ff, ff, 0, 0}, run: cmdReportLUNs,
 		flags: opNoLU | opNoUA | opNoTask, recommended: io})
-	add(&opInfo{name: "REPORT SUPPORTED OPERATION CODES", usage: []byte{0xa3, 0x0c, 0x87, ff, ff, ff, ff, ff, ff, ff, 0, 0},
+	add(&opInfo{name: "REPORT SUPPORTED OPERATION CODES", usage: []byte{0xa3, 0x1f, 0x87, ff, ff, ff, ff, ff, ff, ff, 0, 0},
 		hasSA: true, sa: 0x0c, run: cmdReportOpcodes, flags: opNoTask, recommended: io})
-	add(&opInfo{name: "REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS", usage: []byte{0xa3, 0x0d, 0x80, 0, 0, 0, ff, ff, ff, ff, 0, 0},
+	add(&opInfo{name: "REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS", usage: []byte{0xa3, 0x1f, 0x80, 0, 0, 0, ff, ff, ff, ff, 0, 0},
 		hasSA: true, sa: 0x0d, run: cmdReportTMFs, flags: opNoTask, recommended: io})
 	add(&opInfo{name: "REPORT TARGET PORT GROUPS", usage: []byte{0xa3, 0xff, 0, 0, 0, 0, ff, ff, ff, ff, 0, 0},
 		hasSA: true, sa: 0x0a, run: cmdReportTargetPortGroups, flags: opNoTask, recommended: io})
@@ -166,7 +172,7 @@ func init() {
 		"REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS": true, "PERSISTENT RESERVE IN": true,
 		"PERSISTENT RESERVE OUT": true, "REPORT TARGET PORT GROUPS": true}
 	read := map[byte]bool{0x08: true, 0x28: true, 0xa8: true, 0x88: true, 0x2f: true, 0xaf: true, 0x8f: true,
-		0x34: true, 0x90: true, 0x1a: true, 0x5a: true}
+		0x34: true, 0x90: true, 0x1a: true, 0x5a: true, 0x84: true}
 	spc2 := map[string]bool{"INQUIRY": true, "REQUEST SENSE": true, "REPORT LUNS": true, "RELEASE(6)": true,
 		"RELEASE(10)": true, "PERSISTENT RESERVE IN": true, "REPORT SUPPORTED OPERATION CODES": true,
 		"REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS": true, "REPORT TARGET PORT GROUPS": true}

@@ -34,7 +34,8 @@ func TestReserve6(t *testing.T) {
 	expectGood(t, exe(tg, b, []byte{0x12, 0, 0, 0, 36, 0}, nil))
 	// A LUN reset drops it.
 	tg.LUNReset(b, 0)
-	run(tg, []byte{0, 0, 0, 0, 0, 0}, nil) // the reset unit attention
+	run(tg, []byte{0, 0, 0, 0, 0, 0}, nil)    // the reset unit attention
+	exe(tg, b, []byte{0, 0, 0, 0, 0, 0}, nil) // on both nexuses
 	expectGood(t, exe(tg, b, []byte{0x16, 0, 0, 0, 0, 0}, nil))
 	// NexusGone drops it too.
 	tg.NexusGone(b)

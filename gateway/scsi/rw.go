@@ -15,7 +15,10 @@ const (
 	maxCompareAndWrite = 255     // MAXIMUM COMPARE AND WRITE LENGTH, blocks (the CDB field is one byte)
 	maxUnmapBlocks     = 1 << 20 // MAXIMUM UNMAP LBA COUNT per descriptor, blocks (libiscsi: a limit must be <= 1M)
 	maxUnmapDescs      = 256     // MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT
-	maxWriteSameBlocks = 1 << 22 // MAXIMUM WRITE SAME LENGTH, blocks
+	// MAXIMUM WRITE SAME LENGTH, blocks: the largest WRITE SAME(10) can express. Bigger ranges go through
+	// UNMAP or several commands (libiscsi 1.19 also assumes a WRITE(16) of 65536 blocks works whenever
+	// this is >= 65536, which the 8 MiB transfer limit would refuse).
+	maxWriteSameBlocks = 0xffff
 	chunkBytes         = 1 << 20 // long operations work, and check for aborts, in chunks this big
 )
 
@@ -49,6 +52,23 @@ func (x *exec) dataOut(n int) ([]byte, *senseError) {
 	return x.cmd.DataOut[:n], nil
 }
 
+// writeData claims the n data-out bytes of a WRITE or WRITE AND VERIFY. When the initiator sent fewer
+// (iSCSI Expected Data Transfer Length below the CDB's transfer length), FCP-4 9.4.2 and libiscsi's
+// residual tests want the command processed normally up to the data that did arrive: whole blocks are
+// written, the rest is the transport's overflow residual. A partial block cannot be written, so that
+// case is refused with INVALID FIELD IN COMMAND INFORMATION UNIT and nothing is written.
+func (x *exec) writeData(n int) ([]byte, *senseError) {
+	x.wanted = n
+	d := x.cmd.DataOut
+	if len(d) >= n {
+		return d[:n], nil
+	}
+	if len(d)%x.lu.bs != 0 {
+		return nil, newSense(SenseIllegalRequest, ASCInvalidFieldInCmdIU)
+	}
+	return d, nil
+}
+
 // dataOutExact is dataOut for commands whose data-out size the CDB fixes exactly (WRITE SAME, COMPARE AND
 // WRITE): more bytes than asked is as wrong as fewer, since the initiator and target disagree about what
 // the data means (libiscsi's *_invalid_dataout_size tests expect the command to fail either way).
@@ -75,12 +95,17 @@ func ioError(err error, write bool) *senseError {
 }
 
 // write writes p at byte offset off, forcing unit access when fua is set or the write cache is off.
-func (x *exec) write(p []byte, off int64, fua bool) error {
-	if fua || !x.lu.wce.Load() {
-		_, err := block.WriteFUA(x.lu.dev, p, off)
+func (x *exec) write(p []byte, off int64, fua bool) error { return x.lu.write(p, off, fua) }
+
+func (l *lu) write(p []byte, off int64, fua bool) error {
+	if l.deallocated.Load() {
+		l.deallocated.Store(false)
+	}
+	if fua || !l.wce.Load() {
+		_, err := block.WriteFUA(l.dev, p, off)
 		return err
 	}
-	_, err := x.lu.dev.WriteAt(p, off)
+	_, err := l.dev.WriteAt(p, off)
 	return err
 }
 
@@ -96,16 +121,14 @@ func cmdRead(x *exec) Result {
 		return Result{}
 	}
 	n := int(b.Blocks) * x.lu.bs
-	buf, rel := getBuf(n)
+	p := getPooled(n) // never nil: n <= maxTransferBytes
 	// FUA on READ asks for data from the medium, not a volatile cache: the backends' reads always see the
 	// latest write, and there is no cache of our own to bypass.
-	if _, err := x.lu.dev.ReadAt(buf, int64(b.LBA)*int64(x.lu.bs)); err != nil {
-		if rel != nil {
-			rel()
-		}
+	if _, err := x.lu.dev.ReadAt(p.buf[:n], int64(b.LBA)*int64(x.lu.bs)); err != nil {
+		p.put()
 		return checkCondition(ioError(err, false))
 	}
-	return Result{DataIn: buf, release: rel}
+	return Result{DataIn: p.buf[:n], pooled: p}
 }
 
 // cmdWrite runs WRITE(6/10/12/16) and WRITE AND VERIFY(10/12/16).
@@ -122,18 +145,19 @@ func cmdWrite(x *exec) Result {
 		return checkCondition(invalidCDB(b.LengthField, -1))
 	}
 	n := int(b.Blocks) * x.lu.bs
-	data, s := x.dataOut(n)
+	data, s := x.writeData(n)
 	if s != nil {
 		return checkCondition(s)
 	}
+	n = len(data)
 	if n == 0 {
 		return Result{}
 	}
 	off := int64(b.LBA) * int64(x.lu.bs)
-	unlock := x.lu.locks.lock(x.lu.locks.mask(b.LBA, uint64(b.Blocks)), false)
+	held := x.lu.locks.lock(x.lu.locks.mask(b.LBA, uint64(n/x.lu.bs)), false)
 	// WRITE AND VERIFY writes through to the medium and reads back what it wrote.
 	err := x.write(data, off, b.Flags&flagFUA != 0 || verify)
-	unlock()
+	held.unlock()
 	if err != nil {
 		return checkCondition(ioError(err, true))
 	}
@@ -152,7 +176,7 @@ func (x *exec) compareMediumN(want []byte, off int64, total int, repeat bool) Re
 		defer rel()
 	}
 	for done := 0; done < total; {
-		if x.ctx.Err() != nil {
+		if x.stopped() {
 			return Result{Aborted: true}
 		}
 		n := min(total-done, chunkBytes)
@@ -235,7 +259,7 @@ func (x *exec) verifyReadable(off int64, n int) Result {
 		defer rel()
 	}
 	for done := 0; done < n; {
-		if x.ctx.Err() != nil {
+		if x.stopped() {
 			return Result{Aborted: true}
 		}
 		c := min(n-done, chunkBytes)
@@ -261,16 +285,19 @@ func cmdCompareAndWrite(x *exec) Result {
 		return checkCondition(invalidCDB(b.LengthField, -1))
 	}
 	n := int(b.Blocks) * x.lu.bs
-	data, s := x.dataOutExact(2 * n)
-	if s != nil {
-		return checkCondition(s)
+	x.wanted = 2 * n
+	if len(x.cmd.DataOut) != 2*n {
+		// The NUMBER OF LOGICAL BLOCKS field and the data disagree (libiscsi encodes 256 blocks as 0 and
+		// expects this): the CDB field is what is wrong.
+		return checkCondition(invalidCDB(b.LengthField, -1))
 	}
+	data := x.cmd.DataOut
 	if n == 0 {
 		return Result{}
 	}
 	off := int64(b.LBA) * int64(x.lu.bs)
-	unlock := x.lu.locks.lock(x.lu.locks.mask(b.LBA, uint64(b.Blocks)), true)
-	defer unlock()
+	held := x.lu.locks.lock(x.lu.locks.mask(b.LBA, uint64(b.Blocks)), true)
+	defer held.unlock()
 	cur, rel := getBuf(n)
 	if rel != nil {
 		defer rel()
@@ -309,8 +336,8 @@ func cmdOrWrite(x *exec) Result {
 		return Result{}
 	}
 	off := int64(b.LBA) * int64(x.lu.bs)
-	unlock := x.lu.locks.lock(x.lu.locks.mask(b.LBA, uint64(b.Blocks)), true)
-	defer unlock()
+	held := x.lu.locks.lock(x.lu.locks.mask(b.LBA, uint64(b.Blocks)), true)
+	defer held.unlock()
 	cur, rel := getBuf(n)
 	if rel != nil {
 		defer rel()
@@ -380,17 +407,17 @@ func cmdWriteSame(x *exec) Result {
 		pattern = p
 	}
 	off, total := int64(b.LBA)*int64(bs), int64(b.Blocks)*int64(bs)
-	unlock := x.lu.locks.lock(x.lu.locks.mask(b.LBA, uint64(b.Blocks)), false)
-	defer unlock()
+	held := x.lu.locks.lock(x.lu.locks.mask(b.LBA, uint64(b.Blocks)), false)
+	defer held.unlock()
 	if unmap && allZero(pattern) {
 		// Unmapped blocks read back as zeros (LBPRZ), so unmapping writes exactly the requested data.
-		return x.discard(off, total)
+		return x.lu.discard(off, total, x.stopped)
 	}
-	return x.fill(off, total, pattern)
+	return x.lu.fill(off, total, pattern, false, x.stopped)
 }
 
-// fill writes pattern (one block) over [off, off+total) in chunks, checking for aborts in between.
-func (x *exec) fill(off, total int64, pattern []byte) Result {
+// fill writes pattern (one block) over [off, off+total) in chunks, checking stop in between.
+func (l *lu) fill(off, total int64, pattern []byte, fua bool, stop func() bool) Result {
 	buf, rel := getBuf(int(min(total, chunkBytes)))
 	if rel != nil {
 		defer rel()
@@ -399,11 +426,11 @@ func (x *exec) fill(off, total int64, pattern []byte) Result {
 		copy(buf[i:], pattern)
 	}
 	for done := int64(0); done < total; {
-		if x.ctx.Err() != nil {
+		if stop() {
 			return Result{Aborted: true}
 		}
 		n := min(total-done, int64(len(buf)))
-		if err := x.write(buf[:n], off+done, false); err != nil {
+		if err := l.write(buf[:n], off+done, fua); err != nil {
 			return checkCondition(ioError(err, true))
 		}
 		done += n
@@ -411,15 +438,15 @@ func (x *exec) fill(off, total int64, pattern []byte) Result {
 	return Result{}
 }
 
-// discard unmaps [off, off+total) in chunks, checking for aborts in between.
-func (x *exec) discard(off, total int64) Result {
+// discard unmaps [off, off+total) in chunks, checking stop in between.
+func (l *lu) discard(off, total int64, stop func() bool) Result {
 	const chunk = 1 << 30
 	for done := int64(0); done < total; {
-		if x.ctx.Err() != nil {
+		if stop() {
 			return Result{Aborted: true}
 		}
 		n := min(total-done, chunk)
-		if err := x.lu.dev.Discard(off+done, n); err != nil {
+		if err := l.dev.Discard(off+done, n); err != nil {
 			return checkCondition(ioError(err, true))
 		}
 		done += n
@@ -492,9 +519,9 @@ func cmdUnmap(x *exec) Result {
 		if e.n == 0 {
 			continue
 		}
-		unlock := x.lu.locks.lock(x.lu.locks.mask(e.lba, e.n), false)
-		r := x.discard(int64(e.lba)*bs, int64(e.n)*bs)
-		unlock()
+		held := x.lu.locks.lock(x.lu.locks.mask(e.lba, e.n), false)
+		r := x.lu.discard(int64(e.lba)*bs, int64(e.n)*bs, x.stopped)
+		held.unlock()
 		if r.Status != StatusGood || r.Aborted {
 			return r
 		}
@@ -503,7 +530,8 @@ func cmdUnmap(x *exec) Result {
 }
 
 // GET LBA STATUS (SBC-3 5.6). The backends cannot tell mapped from deallocated blocks, so every block is
-// reported mapped (provisioning status 0), which is true of what they store: a Memory page or file
+// reported mapped (provisioning status 0) except right after a SANITIZE BLOCK ERASE with no write since,
+// which is true of what they store: a Memory page or file
 // extent that was discarded reads as zeros but the interface gives no way to know whether it is held.
 // A device implementing Provisioned reports precisely.
 func cmdGetLBAStatus(x *exec) Result {
@@ -519,7 +547,9 @@ func cmdGetLBAStatus(x *exec) Result {
 	bs := int64(x.lu.bs)
 	n := x.lu.blocks - lba
 	status := byte(0) // mapped
-	if p, ok := x.lu.dev.(Provisioned); ok {
+	if x.lu.deallocated.Load() {
+		status = 1 // deallocated: a SANITIZE BLOCK ERASE discarded everything and nothing was written since
+	} else if p, ok := x.lu.dev.(Provisioned); ok {
 		mapped, run, err := p.Mapped(int64(lba)*bs, int64(n)*bs)
 		if err != nil {
 			return checkCondition(ioError(err, false))

@@ -138,7 +138,8 @@ func TestCompareAndWrite(t *testing.T) {
 	if r := run(tg, cdb10(0x28, 0, 0, 2), nil); !bytes.Equal(r.DataIn, nw) {
 		t.Fatal("a miscompare wrote")
 	}
-	expectSense(t, run(tg, cawCDB(0, 1), fill(1536, 0)), SenseIllegalRequest, ASCInvalidFieldInCmdIU)
+	expectField(t, run(tg, cawCDB(0, 1), fill(1536, 0)), true, 13, -1)
+	expectField(t, run(tg, cawCDB(0, 0), fill(1024, 0)), true, 13, -1) // 256 blocks encoded as 0
 	expectSense(t, run(tg, cawCDB(1023, 2), fill(2048, 0)), SenseIllegalRequest, ASCLBAOutOfRange)
 	expectGood(t, run(tg, cawCDB(0, 0), nil))
 }
@@ -425,6 +426,77 @@ func TestLUNResetWhileRunning(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	wg.Wait()
+	if err := tg.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// gatedDevice holds every write until gate is closed.
+type gatedDevice struct {
+	*memDev
+	gate chan struct{}
+}
+
+func (d *gatedDevice) WriteAt(p []byte, off int64) (int, error) {
+	<-d.gate
+	return d.memDev.WriteAt(p, off)
+}
+
+// TestSanitizeInProgress checks that a running SANITIZE makes other commands NOT READY, survives ABORT
+// TASK and LUN RESET, and leaves the medium deallocated after a BLOCK ERASE.
+func TestSanitizeInProgress(t *testing.T) {
+	dev := &gatedDevice{memDev: &memDev{newMem(64)}, gate: make(chan struct{})}
+	tg := NewTarget("iqn.x")
+	if err := tg.AddLU(0, LUConfig{Device: dev}); err != nil {
+		t.Fatal(err)
+	}
+	run(tg, []byte{0, 0, 0, 0, 0, 0}, nil)
+	res := make(chan Result)
+	go func() {
+		res <- tg.Execute(context.Background(), &Command{Nexus: testNexus, Tag: 777,
+			CDB: []byte{0x48, sanitizeOverwrite, 0, 0, 0, 0, 0, 0, 8, 0}, DataOut: []byte{1, 0, 0, 4, 9, 9, 9, 9}})
+	}()
+	for !tg.lookup(0).sanitizing.Load() {
+		time.Sleep(time.Millisecond)
+	}
+	expectSense(t, run(tg, []byte{0, 0, 0, 0, 0, 0}, nil), SenseNotReady, ascSanitizeInProgress)
+	expectGood(t, run(tg, []byte{0x12, 0, 0, 0, 36, 0}, nil))
+	r := run(tg, []byte{0x03, 0, 0, 0, 18, 0}, nil)
+	if SenseASC(r.DataIn) != ascSanitizeInProgress {
+		t.Fatalf("REQUEST SENSE during SANITIZE: %x", r.DataIn)
+	}
+	if tg.AbortTask(testNexus, 0, 777) != TMFComplete {
+		t.Fatal("ABORT TASK of the SANITIZE")
+	}
+	if r := <-res; !r.Aborted {
+		t.Fatal("aborted SANITIZE command not reported aborted")
+	}
+	tg.LUNReset(testNexus, 0)
+	expectSense(t, run(tg, []byte{0, 0, 0, 0, 0, 0}, nil), SenseUnitAttention, ASCBusDeviceResetOccurred)
+	expectSense(t, run(tg, []byte{0, 0, 0, 0, 0, 0}, nil), SenseNotReady, ascSanitizeInProgress)
+	close(dev.gate)
+	for tg.lookup(0).sanitizing.Load() {
+		time.Sleep(time.Millisecond)
+	}
+	r = run(tg, cdb10(0x28, 0, 63, 1), nil)
+	expectGood(t, r)
+	if r.DataIn[0] != 9 {
+		t.Fatal("the SANITIZE did not finish its overwrite after the abort")
+	}
+	// BLOCK ERASE: GET LBA STATUS says deallocated until something is written.
+	expectGood(t, run(tg, []byte{0x48, sanitizeBlockErase, 0, 0, 0, 0, 0, 0, 0, 0}, nil))
+	gls := []byte{0x9e, 0x12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 24, 0, 0}
+	if r = run(tg, gls, nil); r.DataIn[20] != 1 {
+		t.Fatalf("GET LBA STATUS after BLOCK ERASE: %x", r.DataIn)
+	}
+	expectGood(t, run(tg, cdb10(0x2a, 0, 5, 1), fill(512, 1)))
+	if r = run(tg, gls, nil); r.DataIn[20] != 0 {
+		t.Fatalf("GET LBA STATUS after a write: %x", r.DataIn)
+	}
+	r = run(tg, []byte{0x12, 1, 0xb1, 0, 64, 0}, nil)
+	if r.DataIn[7]>>6 != 1 {
+		t.Fatalf("WABEREQ %d", r.DataIn[7]>>6)
+	}
 	if err := tg.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"opensan/gateway/block"
 )
@@ -36,11 +37,12 @@ const (
 type Target struct {
 	name string
 
-	mu  sync.Mutex              // serialises changes to the LU table
-	lus atomic.Pointer[luTable] // copy-on-write: Execute reads it without a lock
-	nx  sync.Map                // Nexus -> *nexusState
-	cls atomic.Bool             // Close was called
-	wg  sync.WaitGroup          // running Execute calls, for Close
+	mu      sync.Mutex              // serialises changes to the LU table
+	lus     atomic.Pointer[luTable] // copy-on-write: Execute reads it without a lock
+	nx      sync.Map                // Nexus -> *nexusState
+	cls     atomic.Bool             // Close was called
+	running atomic.Int64            // Execute calls in progress, for Close
+	copies  copyResults             // EXTENDED COPY results held for RECEIVE COPY RESULTS
 }
 
 type luTable struct {
@@ -228,6 +230,7 @@ type exec struct {
 	ns    *nexusState
 	// wanted is the data-out byte count the CDB asks for (Result.DataOutWanted).
 	wanted int
+	task   *task // nil for commands outside the task set
 }
 
 // Execute runs cmd and returns its result. It returns early, with Result.Aborted set and no response
@@ -238,11 +241,13 @@ type exec struct {
 // accepted but not ordered (initiators that need ordering, Linux included, do not send ORDERED). ACA is
 // refused because NACA is not supported.
 func (t *Target) Execute(ctx context.Context, cmd *Command) Result {
+	// Count first, then look at cls: Close stores cls first, then waits for the count, so every Execute
+	// either sees cls or is waited for.
+	t.running.Add(1)
+	defer t.running.Add(-1)
 	if t.cls.Load() {
 		return Result{Aborted: true}
 	}
-	t.wg.Add(1)
-	defer t.wg.Done()
 
 	x := exec{ctx: ctx, t: t, cmd: cmd, nexus: nexusKey(cmd.Nexus)}
 	x.ns = t.nexus(x.nexus)
@@ -280,6 +285,13 @@ func (t *Target) Execute(ctx context.Context, cmd *Command) Result {
 		return checkCondition(invalidCDB(len(x.cdb)-1, firstBadBit(c&(controlNACA|controlLink))))
 	}
 
+	if x.lu != nil && !exempt && x.lu.sanitizing.Load() {
+		return checkCondition(newSense(SenseNotReady, ascSanitizeInProgress))
+	}
+	if x.lu != nil && op.flags&opMedium != 0 && op.op != 0x48 && x.lu.sanitizeFailed.Load() {
+		// Sanitize failure mode: only another SANITIZE (or EXIT FAILURE MODE) touches the medium.
+		return checkCondition(newSense(SenseMediumError, ascSanitizeFailed))
+	}
 	if x.lu != nil && op.flags&opMedium != 0 && x.lu.stopped.Load() {
 		// LOGICAL UNIT NOT READY, INITIALIZING COMMAND REQUIRED: START STOP UNIT with START=1 is needed.
 		return checkCondition(newSense(SenseNotReady, 0x0402))
@@ -293,25 +305,29 @@ func (t *Target) Execute(ctx context.Context, cmd *Command) Result {
 		return res
 	}
 
-	// Register the task so that task management can find, cancel and wait for it.
-	tctx, cancel := context.WithCancel(ctx)
-	tk := &task{key: taskKey{nexus: x.nexus, tag: cmd.Tag}, cancel: cancel, done: make(chan struct{})}
+	// Register the task so that task management can find it, flag it and wait for it.
+	tk := &task{key: taskKey{nexus: x.nexus, tag: cmd.Tag}}
+	tk.done.Add(1)
 	if !x.lu.tasks.add(tk) {
-		cancel()
 		// Overlapped command (SAM-5 5.10.2): same tag while the first still runs.
 		return checkCondition(newSense(SenseAbortedCommand, 0x4E00))
 	}
-	x.ctx = tctx
+	x.task = tk
 	res := op.run(&x)
 	res.DataOutWanted = x.wanted
 	x.lu.tasks.remove(tk)
-	close(tk.done)
-	cancel()
+	tk.done.Done()
 	if tk.aborted.Load() || ctx.Err() != nil {
 		res.Release()
 		return Result{Aborted: true}
 	}
 	return res
+}
+
+// stopped reports whether the task was aborted or its connection went away: long commands poll it
+// between chunks.
+func (x *exec) stopped() bool {
+	return (x.task != nil && x.task.aborted.Load()) || x.ctx.Err() != nil
 }
 
 // abortWhere aborts the tasks on l that match, waiting for them to stop.
@@ -353,7 +369,8 @@ func (t *Target) ClearTaskSet(n *Nexus, lun uint64) TMFResponse {
 	return TMFComplete
 }
 
-// LUNReset aborts every task on lun and sets a unit attention for every other nexus.
+// LUNReset aborts every task on lun and sets a unit attention for every nexus, the requester's included
+// (SAM-5 7.6: "for the SCSI initiator port associated with every I_T nexus").
 func (t *Target) LUNReset(n *Nexus, lun uint64) TMFResponse {
 	l := t.lookup(lun)
 	if l == nil {
@@ -361,11 +378,12 @@ func (t *Target) LUNReset(n *Nexus, lun uint64) TMFResponse {
 	}
 	abortWhere(l, func(taskKey) bool { return true })
 	l.reset(false)
-	t.uaOthers(n, lun, ASCBusDeviceResetOccurred)
+	t.uaOthers(nil, lun, ASCBusDeviceResetOccurred)
 	return TMFComplete
 }
 
-// TargetReset resets every logical unit (warm) or also forgets mode pages and reservations (cold).
+// TargetReset resets every logical unit (warm) or also forgets mode pages and reservations (cold). Every
+// nexus, the requester's included, gets a unit attention on every LU (SAM-5 7.7).
 func (t *Target) TargetReset(n *Nexus, cold bool) TMFResponse {
 	tab := t.lus.Load()
 	for _, lun := range tab.luns {
@@ -376,9 +394,19 @@ func (t *Target) TargetReset(n *Nexus, cold bool) TMFResponse {
 		if cold {
 			asc = ASCPowerOnOccurred
 		}
-		t.uaOthers(n, lun, asc)
+		t.uaOthers(nil, lun, asc)
 	}
 	return TMFComplete
+}
+
+// sanitizing reports whether a SANITIZE operation still runs on some LU of tab.
+func (t *Target) sanitizing(tab *luTable) bool {
+	for _, l := range tab.byLUN {
+		if l.sanitizing.Load() {
+			return true
+		}
+	}
+	return false
 }
 
 // reset returns the LU to its state after a LUN reset (SAM-5 6.3.3): the task set is empty already;
@@ -402,6 +430,7 @@ func (t *Target) NexusGone(n *Nexus) {
 		abortWhere(tab.byLUN[lun], func(tk taskKey) bool { return tk.nexus == k })
 		tab.byLUN[lun].resv.nexusGone(k)
 	}
+	t.copies.forget(k)
 	t.nx.Delete(k)
 }
 
@@ -412,7 +441,13 @@ func (t *Target) Close() error {
 	for _, lun := range tab.luns {
 		abortWhere(tab.byLUN[lun], func(taskKey) bool { return true })
 	}
-	t.wg.Wait()
+	for t.running.Load() != 0 || t.sanitizing(tab) {
+		// Commands that were past registration finish their current device call; poll for them.
+		time.Sleep(time.Millisecond)
+		for _, lun := range tab.luns {
+			abortWhere(tab.byLUN[lun], func(taskKey) bool { return true })
+		}
+	}
 	var errs []error
 	for _, lun := range tab.luns {
 		if err := tab.byLUN[lun].dev.Flush(); err != nil {

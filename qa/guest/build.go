@@ -29,7 +29,7 @@ import (
 )
 
 // formatVersion changes whenever the layout of the built image changes, to invalidate old cache entries.
-const formatVersion = "guest-image-v1"
+const formatVersion = "guest-image-v2"
 
 // baseModules are always loaded: the virtio devices Run attaches (network, disks).
 var baseModules = []string{"virtio_pci", "virtio_net", "virtio_blk", "virtio_scsi", "sd_mod"}
@@ -324,6 +324,13 @@ func (b *builder) build(ctx context.Context, kernelTree, busyboxTree string, cfg
 	kver := filepath.Base(mods[0])
 	if err := b.copyFile(filepath.Join(kernelTree, "boot", "vmlinuz-"+kver), "boot-kernel", 0o644); err != nil {
 		return nil, err
+	}
+	// The package ships no modules.dep/modules.alias (its postinst makes them); softdeps and crypto
+	// names ("crc32c") need the aliases. depmod writes them into the cached extraction once.
+	if _, err := os.Stat(filepath.Join(mods[0], "modules.alias")); err != nil {
+		if _, err := runCmd(ctx, "", "depmod", "-b", kernelTree, kver); err != nil {
+			return nil, fmt.Errorf("depmod (Debian package kmod): %w", err)
+		}
 	}
 	tree, err := openModuleTree(mods[0])
 	if err != nil {

@@ -2,8 +2,8 @@ package guest
 
 import (
 	"debug/elf"
-	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -14,13 +14,19 @@ import (
 // (PT_INTERP, "" for static binaries). isELF is false, with no error, for files that are not ELF at all
 // (scripts, data).
 func elfNeeds(file string) (needed []string, interp string, isELF bool, err error) {
+	var magic [4]byte
+	if r, err := os.Open(file); err != nil {
+		return nil, "", false, err
+	} else {
+		_, err := io.ReadFull(r, magic[:])
+		r.Close()
+		if err != nil || string(magic[:]) != elf.ELFMAG {
+			return nil, "", false, nil // shorter than a magic number, or not ELF
+		}
+	}
 	f, err := elf.Open(file)
 	if err != nil {
-		var fe *elf.FormatError
-		if errors.As(err, &fe) {
-			return nil, "", false, nil
-		}
-		return nil, "", false, err
+		return nil, "", true, fmt.Errorf("%s: %w", file, err)
 	}
 	defer f.Close()
 	for _, p := range f.Progs {

@@ -90,13 +90,16 @@ func readModinfo(path string) (modinfo, error) {
 
 // moduleTree indexes the modules of one kernel: lib/modules/KVER under a root directory.
 type moduleTree struct {
-	dir     string            // .../lib/modules/KVER
-	paths   map[string]string // module name -> path relative to dir
-	builtin map[string]bool   // modules built into the kernel (modules.builtin)
+	dir     string              // .../lib/modules/KVER
+	paths   map[string]string   // module name -> path relative to dir
+	builtin map[string]bool     // modules built into the kernel (modules.builtin)
+	aliases map[string][]string // alias -> module names (modules.alias), for softdeps like "crc32c"
+	// info reads a module's .modinfo given its path relative to dir (readModinfo; tests replace it).
+	info func(rel string) (modinfo, error)
 }
 
 func openModuleTree(dir string) (*moduleTree, error) {
-	t := &moduleTree{dir: dir, paths: map[string]string{}, builtin: map[string]bool{}}
+	t := &moduleTree{dir: dir, paths: map[string]string{}, builtin: map[string]bool{}, aliases: map[string][]string{}}
 	err := filepath.WalkDir(filepath.Join(dir, "kernel"), func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -119,18 +122,71 @@ func openModuleTree(dir string) (*moduleTree, error) {
 		}
 		f.Close()
 	}
+	if b, err := os.ReadFile(filepath.Join(dir, "modules.alias")); err == nil {
+		a, err := parseModulesAlias(string(b))
+		if err != nil {
+			return nil, fmt.Errorf("%s/modules.alias: %w", dir, err)
+		}
+		t.aliases = a
+	}
+	t.info = func(rel string) (modinfo, error) { return readModinfo(filepath.Join(dir, rel)) }
 	return t, nil
+}
+
+// parseModulesAlias parses depmod's modules.alias: "alias NAME MODULE" lines and # comments. Only plain
+// names are kept (no wildcards: device aliases are no use for picking a module by name).
+func parseModulesAlias(s string) (map[string][]string, error) {
+	a := map[string][]string{}
+	for n, line := range strings.Split(s, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) != 3 || f[0] != "alias" {
+			return nil, fmt.Errorf("line %d: want \"alias NAME MODULE\", got %q", n+1, line)
+		}
+		if strings.ContainsAny(f[1], "*?[") {
+			continue
+		}
+		name := moduleName(f[1])
+		a[name] = append(a[name], moduleName(f[2]))
+	}
+	return a, nil
+}
+
+// resolveAlias returns the module providing name when name is not itself a module or built in: the
+// "_generic" implementation if there is one (it works on every CPU), else the first.
+func (t *moduleTree) resolveAlias(name string) string {
+	if _, ok := t.paths[name]; ok || t.builtin[name] {
+		return name
+	}
+	mods := t.aliases[name]
+	for _, m := range mods {
+		if t.builtin[m] {
+			return m
+		}
+	}
+	for _, m := range mods {
+		if strings.HasSuffix(m, "_generic") {
+			return m
+		}
+	}
+	if len(mods) > 0 {
+		return mods[0]
+	}
+	return name
 }
 
 // loadOrder returns the module files (relative to the tree) that must be loaded, in an order where every
 // module comes after its dependencies and its soft pre-dependencies. Built-in modules are left out; a
-// name that is neither a module nor built in is an error. A missing soft dependency is not an error.
+// name that is neither a module, an alias of one (modules.alias) nor built in is an error. A missing soft dependency is not an error.
 func (t *moduleTree) loadOrder(names []string) ([]string, error) {
 	var order []string
 	state := map[string]int{} // 0 new, 1 visiting, 2 done
 	var visit func(name string, soft bool, chain []string) error
 	visit = func(name string, soft bool, chain []string) error {
-		name = moduleName(name)
+		name = t.resolveAlias(moduleName(name))
 		if t.builtin[name] || state[name] == 2 {
 			return nil
 		}
@@ -148,7 +204,7 @@ func (t *moduleTree) loadOrder(names []string) ([]string, error) {
 			return fmt.Errorf("kernel module dependency loop: %s -> %s", strings.Join(chain, " -> "), name)
 		}
 		state[name] = 1
-		mi, err := readModinfo(filepath.Join(t.dir, rel))
+		mi, err := t.info(rel)
 		if err != nil {
 			return err
 		}

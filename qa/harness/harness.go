@@ -58,6 +58,9 @@ type Daemon struct {
 	stderr *lockedBuffer
 	done   chan struct{} // closed when the process has been waited for
 	err    error         // the Wait error, valid after done
+
+	stop        func()        // asks the process to exit; nil means SIGTERM
+	stopTimeout time.Duration // how long stop may take before SIGKILL; 0 means StopTimeout
 }
 
 // URL returns the libiscsi URL of lun: "iscsi://127.0.0.1:PORT/IQN/LUN".
@@ -91,6 +94,18 @@ func (d *Daemon) Pid() int { return d.cmd.Process.Pid }
 // Stderr returns what the daemon wrote to stderr so far.
 func (d *Daemon) Stderr() string { return d.stderr.String() }
 
+// tailLines is how much of a daemon's log a failed test shows: gatewayd logs every session at info.
+const tailLines = 150
+
+// StderrTail returns the last n lines of Stderr.
+func (d *Daemon) StderrTail(n int) string {
+	lines := strings.Split(strings.TrimRight(d.Stderr(), "\n"), "\n")
+	if len(lines) > n {
+		lines = append([]string{fmt.Sprintf("[%d earlier lines left out]", len(lines)-n)}, lines[len(lines)-n:]...)
+	}
+	return strings.Join(lines, "\n")
+}
+
 // Exited reports whether the process has ended (crashed, or stopped).
 func (d *Daemon) Exited() bool {
 	select {
@@ -104,17 +119,31 @@ func (d *Daemon) Exited() bool {
 // Stop sends SIGTERM and waits up to StopTimeout; it kills the process after that. It returns the exit
 // error (nil for status 0). Calling it again returns the same result.
 func (d *Daemon) Stop() error {
+	timeout := StopTimeout
+	if d.stopTimeout != 0 {
+		timeout = d.stopTimeout
+	}
 	if !d.Exited() {
-		d.cmd.Process.Signal(syscall.SIGTERM)
+		if d.stop != nil {
+			d.stop()
+		} else {
+			d.cmd.Process.Signal(syscall.SIGTERM)
+		}
 	}
 	select {
 	case <-d.done:
 		return d.err
-	case <-time.After(StopTimeout):
+	case <-time.After(timeout):
 		d.cmd.Process.Kill()
 		<-d.done
-		return fmt.Errorf("%s did not exit within %v of SIGTERM; killed", d.Kind, StopTimeout)
+		return fmt.Errorf("%s did not exit within %v of being stopped; killed", d.Kind, timeout)
 	}
+}
+
+// Kill ends the daemon with SIGKILL at once (a crash); cleanup then only reaps it.
+func (d *Daemon) Kill() {
+	d.cmd.Process.Kill()
+	<-d.done
 }
 
 // start runs cmd with stderr (and stdout) captured, and waits in the background.
@@ -139,20 +168,26 @@ func start(t testing.TB, kind Kind, cmd *exec.Cmd) *Daemon {
 // waitTCP waits until addr accepts a TCP connection, the daemon exits, or StartTimeout passes.
 func (d *Daemon) waitTCP(t testing.TB) {
 	t.Helper()
+	if err := d.tryWaitTCP(); err != nil {
+		t.Fatalf("%v\nstderr:\n%s", err, d.Stderr())
+	}
+}
+
+func (d *Daemon) tryWaitTCP() error {
 	deadline := time.Now().Add(StartTimeout)
 	for {
 		c, err := net.DialTimeout("tcp", d.Addr, time.Second)
 		if err == nil {
 			c.Close()
-			return
+			return nil
 		}
 		if d.Exited() {
-			t.Fatalf("%s exited before accepting connections on %s: %v\nstderr:\n%s", d.Kind, d.Addr, d.err, d.Stderr())
+			return fmt.Errorf("%s exited before accepting connections on %s: %v", d.Kind, d.Addr, d.err)
 		}
 		if time.Now().After(deadline) {
 			d.cmd.Process.Kill()
 			<-d.done
-			t.Fatalf("%s did not accept connections on %s within %v\nstderr:\n%s", d.Kind, d.Addr, StartTimeout, d.Stderr())
+			return fmt.Errorf("%s did not accept connections on %s within %v", d.Kind, d.Addr, StartTimeout)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -260,7 +295,7 @@ func StartGatewayd(t testing.TB, args ...string) *Daemon {
 			t.Errorf("gatewayd did not stop cleanly on SIGTERM: %v", err)
 		}
 		if t.Failed() {
-			t.Logf("gatewayd stderr:\n%s", d.Stderr())
+			t.Logf("gatewayd stderr (last %d lines):\n%s", tailLines, d.StderrTail(tailLines))
 		}
 	})
 	d.waitTCP(t)
@@ -303,12 +338,32 @@ func StartTgt(t testing.TB, o TgtOptions) *Daemon {
 	if o.IQN == "" {
 		o.IQN = "iqn.2026-11.org.opensan:tgt"
 	}
-	port := FreePort(t)
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	ctl := fmt.Sprint(port)
-	cmd := exec.Command("tgtd", "-f", "--iscsi", "portal="+addr, "-C", ctl)
-	d := start(t, KindTgt, cmd)
-	d.Addr, d.IQN, d.FirstLUN = addr, o.IQN, 1
+	var d *Daemon
+	var ctl string
+	// tgtd's control port must be below 32768 and its lock (/var/run/tgtd/socket.N.lock) free; other
+	// test processes run tgtd too, so a clash shows up as an early exit and we try another number.
+	for attempt := 0; ; attempt++ {
+		port := FreePort(t)
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		ctl = fmt.Sprint(1024 + port%(32768-1024))
+		cmd := exec.Command("tgtd", "-f", "--iscsi", "portal="+addr, "-C", ctl)
+		d = start(t, KindTgt, cmd)
+		d.Addr, d.IQN, d.FirstLUN = addr, o.IQN, 1
+		if d.tryWaitTCP() == nil {
+			break
+		}
+		d.Stop()
+		if attempt == 4 {
+			t.Fatalf("tgtd did not start on %s (control port %s):\n%s", addr, ctl, d.Stderr())
+		}
+	}
+	// tgtd ignores SIGTERM; it exits once its targets are deleted and it is told to (tgtadm). SIGKILL is
+	// the fallback.
+	d.stop = func() {
+		Run(10*time.Second, "tgtadm", "-C", ctl, "--op", "delete", "--mode", "target", "--tid", "1", "--force")
+		Run(10*time.Second, "tgtadm", "-C", ctl, "--op", "delete", "--mode", "system")
+	}
+	d.stopTimeout = 5 * time.Second
 	t.Cleanup(func() {
 		if err := d.Stop(); err != nil {
 			t.Logf("tgtd exit: %v", err)
@@ -316,8 +371,9 @@ func StartTgt(t testing.TB, o TgtOptions) *Daemon {
 		if t.Failed() {
 			t.Logf("tgtd stderr:\n%s", d.Stderr())
 		}
+		os.Remove("/var/run/tgtd/socket." + ctl)
+		os.Remove("/var/run/tgtd/socket." + ctl + ".lock")
 	})
-	d.waitTCP(t)
 
 	adm := func(args ...string) {
 		t.Helper()

@@ -6,7 +6,10 @@
 //
 // Run:   go test -tags qa -v -timeout 10m ./qa/kernelinit
 // The target is gatewayd; OPENSAN_KERNELINIT_TARGET=tgt runs against Debian's tgt instead (to tell a
-// harness problem from a gatewayd one), "gatewayd,tgt" against both.
+// harness problem from a gatewayd one), "gatewayd,tgt" against both, and "external" against a target
+// started by hand: OPENSAN_KERNELINIT_PORTAL=127.0.0.1:PORT, OPENSAN_KERNELINIT_IQN=IQN and
+// OPENSAN_KERNELINIT_BACKING=FILE (the LUN's backing file, checked on the host afterwards; the LUN must be
+// the target's only disk).
 package kernelinit
 
 import (
@@ -33,7 +36,7 @@ const initiatorIQN = "iqn.2026-11.org.opensan:guest"
 // guestConfig is the image: open-iscsi and e2fsprogs with the iSCSI initiator and ext4 modules.
 var guestConfig = guest.Config{
 	Packages: []string{"open-iscsi", "e2fsprogs"},
-	Modules:  []string{"iscsi_tcp", "ext4"},
+	Modules:  []string{"iscsi_tcp", "crc32c", "ext4"}, // crc32c: libiscsi_tcp allocates it by name at login
 	Files: []guest.File{
 		{Path: "/etc/iscsi/initiatorname.iscsi", Data: []byte("InitiatorName=" + initiatorIQN + "\n")},
 	},
@@ -122,6 +125,12 @@ func testKernelInitiator(t *testing.T, im *guest.Image, kind harness.Kind) {
 	backing := harness.SparseFile(t, lunSize)
 	var d *harness.Daemon
 	switch kind {
+	case "external":
+		d = &harness.Daemon{Kind: kind, Addr: os.Getenv("OPENSAN_KERNELINIT_PORTAL"), IQN: os.Getenv("OPENSAN_KERNELINIT_IQN")}
+		backing = os.Getenv("OPENSAN_KERNELINIT_BACKING")
+		if d.Addr == "" || d.IQN == "" || backing == "" {
+			t.Fatal("the external target needs OPENSAN_KERNELINIT_PORTAL, _IQN and _BACKING")
+		}
 	case harness.KindTgt:
 		d = harness.StartTgt(t, harness.TgtOptions{Files: []string{backing}})
 	case harness.KindGatewayd:
@@ -142,7 +151,7 @@ func testKernelInitiator(t *testing.T, im *guest.Image, kind harness.Kind) {
 		}
 		t.Fatalf("guest script failed with status %d in step %q against %s", r.ExitCode, last, kind)
 	}
-	if d.Exited() {
+	if kind != "external" && d.Exited() {
 		t.Fatalf("%s exited during the test", kind)
 	}
 
