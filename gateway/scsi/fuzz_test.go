@@ -56,6 +56,12 @@ func FuzzExecute(f *testing.F) {
 		f.Add(s, []byte{1, 0, 0, 4, 1, 2, 3, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1})
 	}
 	f.Add([]byte{0x2a, 0, 0, 0, 0, 60, 0, 0, 8, 0}, make([]byte, 4096))
+	xl := xcopyList(1, 0, [][8]byte{naaDesignator("x")}, [][5]uint64{{0, 0, 2, 0, 8}})
+	f.Add(xcopyCDB(len(xl)), xl)
+	pc, pp := prout(proutRegisterIgnore, 0, 0, 0x1234)
+	f.Add(pc, pp)
+	f.Add([]byte{0x84, rcrOpParams, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0}, []byte(nil))
+	f.Add([]byte{0x5e, prinReadFullStatus, 0, 0, 0, 0, 0, 1, 0, 0}, []byte(nil))
 	f.Fuzz(func(t *testing.T, cdb, out []byte) {
 		tg := NewTarget("iqn.fuzz")
 		mem := block.NewMemory(64*512, 512)

@@ -266,13 +266,38 @@ func (l *lu) sanitize(sa byte, pattern []byte, invert bool, count int) Result {
 					p[i] = ^pattern[i]
 				}
 			}
-			if r := l.fill(0, total, p, false, never); r.Status != StatusGood {
+			if r := l.overwritePaced(total, p, never); r.Status != StatusGood {
 				return r
 			}
 		}
 	}
 	if err := l.dev.Flush(); err != nil {
 		return checkCondition(newSense(SenseMediumError, ASCWriteError))
+	}
+	return Result{}
+}
+
+// sanitizeOverwriteRate bounds SANITIZE OVERWRITE, in bytes per second. The disks under a LUN are shared
+// by every other server's LUN on the appliance, so a wipe runs as a background job at about the speed of a
+// single hard disk rather than saturating the array; 1 GiB takes 8 s a pass.
+const sanitizeOverwriteRate = 128 << 20
+
+// sanitizeOverwriteChunk is the unit of paced overwrite, in bytes.
+const sanitizeOverwriteChunk = 8 << 20
+
+// overwritePaced writes pattern over [0, total) in chunks, sleeping between them so that the whole pass
+// takes at least total/sanitizeOverwriteRate seconds.
+func (l *lu) overwritePaced(total int64, pattern []byte, stop func() bool) Result {
+	start := time.Now()
+	for off := int64(0); off < total; off += sanitizeOverwriteChunk {
+		n := min(total-off, sanitizeOverwriteChunk)
+		if r := l.fill(off, n, pattern, false, stop); r.Status != StatusGood {
+			return r
+		}
+		due := start.Add(time.Duration(float64(off+n) / sanitizeOverwriteRate * float64(time.Second)))
+		if d := time.Until(due); d > 0 {
+			time.Sleep(d)
+		}
 	}
 	return Result{}
 }

@@ -47,7 +47,7 @@ func (o target) start(t *testing.T) *harness.Daemon {
 }
 
 // kinds are the targets the cheap checks run against: ours, then the reference.
-var kinds = []harness.Kind{harness.KindTgt}
+var kinds = []harness.Kind{harness.KindGatewayd, harness.KindTgt}
 
 // forEachKind runs f as a subtest per target kind.
 func forEachKind(t *testing.T, f func(t *testing.T, kind harness.Kind)) {

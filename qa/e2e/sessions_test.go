@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -39,7 +40,8 @@ func pattern(i, c int) int { return 1 + i + (c%2)*0x80 }
 func TestConcurrentSessions(t *testing.T) {
 	harness.NeedCommand(t, "qemu-io")
 	forEachKind(t, func(t *testing.T, kind harness.Kind) {
-		d := target{kind: kind, files: []string{harness.SparseFile(t, sessions*rangeSize+victimSize)}}.start(t)
+		file := harness.SparseFile(t, sessions*rangeSize+victimSize)
+		d := target{kind: kind, files: []string{file}}.start(t)
 		lun := d.FirstLUN
 		before, err := harness.ProcMemory(d.Pid())
 		if err != nil {
@@ -60,7 +62,8 @@ func TestConcurrentSessions(t *testing.T) {
 		if err := victim.Start(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(500 * time.Millisecond)
+		// Its writes reaching the backing file prove it is logged in and writing.
+		waitForByte(t, file, victimOff, 0xee, 30*time.Second)
 
 		outs := make([]*harness.Output, sessions)
 		var wg sync.WaitGroup
@@ -79,11 +82,9 @@ func TestConcurrentSessions(t *testing.T) {
 		}
 		// Kill the victim while the others are running (they take several seconds on 2 cores).
 		time.Sleep(time.Second)
-		victimAlive := victim.ProcessState == nil
 		victim.Process.Signal(syscall.SIGKILL)
-		victim.Wait()
-		if !victimAlive || !strings.Contains(victimOut.String(), "wrote") {
-			t.Logf("victim output: %s", victimOut.String())
+		if err := victim.Wait(); err == nil {
+			t.Fatalf("the victim finished its 200 writes before it was killed; the test killed nothing:\n%s", victimOut.String())
 		}
 		killedAt := time.Now()
 		wg.Wait()
@@ -124,6 +125,26 @@ func TestConcurrentSessions(t *testing.T) {
 			t.Errorf("%s peak resident set %d MiB, want below %d MiB", kind, after.HWM>>20, maxRSS>>20)
 		}
 	})
+}
+
+// waitForByte waits until the byte at off in file reads want.
+func waitForByte(t *testing.T, file string, off int64, want byte, timeout time.Duration) {
+	t.Helper()
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 1)
+	for deadline := time.Now().Add(timeout); ; {
+		if _, err := f.ReadAt(b, off); err == nil && b[0] == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: byte %d is not %#x after %v", file, off, want, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // sampleMemory records d's VmRSS every 200 ms until the returned function is called, which returns

@@ -42,3 +42,40 @@ exit 3`,
 		}
 	}
 }
+
+// TestMonitorSetLink drives QEMU's monitor while the guest runs: the script waits for eth0 to lose its
+// carrier, which only "set_link n0 off" on the monitor causes.
+func TestMonitorSetLink(t *testing.T) {
+	im := MustBuild(t, Config{})
+	m := MustStart(t, im, RunConfig{
+		Script: `echo waiting-for-link-down
+i=0
+while [ "$(cat /sys/class/net/eth0/carrier)" = 1 ]; do i=$((i+1)); [ $i -lt 600 ] || exit 1; sleep 0.1; done
+echo link-down`,
+		Timeout: 2 * time.Minute,
+	})
+	deadline := time.Now().Add(90 * time.Second)
+	for !strings.Contains(m.Console(), "waiting-for-link-down") {
+		if time.Now().After(deadline) {
+			t.Fatal("the guest script did not start")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	out, err := m.Monitor("info network")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "n0") {
+		t.Errorf("info network does not list n0:\n%s", out)
+	}
+	if _, err := m.Monitor("set_link n0 off"); err != nil {
+		t.Fatal(err)
+	}
+	r, err := m.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.ExitCode != 0 || !strings.Contains(r.Output, "link-down") {
+		t.Errorf("status %d, output:\n%s", r.ExitCode, r.Output)
+	}
+}

@@ -9,6 +9,18 @@
 //
 // Image.Start boots the image in QEMU (TCG: no KVM needed) with user-mode networking, in which the host's
 // loopback is 10.0.2.2, runs the caller's shell script as root and reports its exit status.
+//
+// In a test (build tag qa), for example an md interop test:
+//
+//	im := guest.MustBuild(t, guest.Config{Packages: []string{"mdadm"}, Modules: []string{"raid456", "raid1"}})
+//	r := guest.MustRun(t, im, guest.RunConfig{
+//		Disks:  []guest.Disk{{Path: a}, {Path: b}, {Path: c}}, // /dev/vda, /dev/vdb, /dev/vdc
+//		Script: "mdadm --create /dev/md0 --run --level=5 --raid-devices=3 /dev/vd[abc] && ...",
+//	})
+//	if r.ExitCode != 0 { t.Fatalf(...) }
+//
+// Machine.Monitor drives QEMU's monitor while the script runs (set_link nN off for multipath, device_del
+// for hot removal). Host packages needed: qemu-system-x86 (qemu-system-x86_64), kmod (depmod), dpkg and apt.
 package guest
 
 import (
@@ -218,6 +230,10 @@ func Build(ctx context.Context, cfg Config) (*Image, error) {
 		return nil, err
 	}
 	os.RemoveAll(dir) // a broken earlier attempt
+	// MkdirTemp made the directory 0700; other users of the cache read it.
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return nil, err
+	}
 	if err := os.Rename(tmp, dir); err != nil {
 		return nil, err
 	}

@@ -13,6 +13,7 @@
 package kernelinit
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"os"
 	"regexp"
@@ -170,7 +171,7 @@ func testKernelInitiator(t *testing.T, im *guest.Image, kind harness.Kind) {
 			t.Errorf("debugfs dump /%s: %v\n%s", s[2], out.Err, out.Stderr)
 			continue
 		}
-		if got := fmt.Sprintf("%x", sha256Sum([]byte(out.Stdout))); got != s[1] {
+		if got := fmt.Sprintf("%x", sha256.Sum256([]byte(out.Stdout))); got != s[1] {
 			t.Errorf("/%s in the backing file has sha256 %s, the guest wrote %s", s[2], got, s[1])
 		}
 	}
