@@ -10,8 +10,8 @@ import (
 
 // Placement of the v1.2 superblock on a member, in bytes and in sectors.
 const (
-	SectorSize        = 512  // md counts in 512-byte sectors, whatever the logical block size
-	SuperOffsetV12    = 8    // sectors from the member's start to a v1.2 superblock (4 KiB)
+	SectorSize        = 512 // md counts in 512-byte sectors, whatever the logical block size
+	SuperOffsetV12    = 8   // sectors from the member's start to a v1.2 superblock (4 KiB)
 	SuperblockMagic   = 0xa92b4efc
 	superFixedSize    = 256  // bytes before dev_roles
 	MaxDevs           = 1920 // (4096-256)/2: the most dev_roles that fit the 4 KiB the kernel reads

@@ -1,0 +1,549 @@
+package array
+
+import (
+	"errors"
+	"sync"
+
+	"opensan/gateway/block"
+	"opensan/raid/layout"
+	"opensan/raid/md"
+)
+
+// memOp is one member I/O of a stripe operation.
+type memOp struct {
+	m     *member
+	buf   []byte
+	off   int64 // bytes on the member
+	write bool
+	fua   bool
+	err   error
+}
+
+// run performs ops in parallel (in place when there is one).
+func run(ops []memOp) {
+	do := func(o *memOp) {
+		switch {
+		case !o.write:
+			_, o.err = o.m.dev.ReadAt(o.buf, o.off)
+		case o.fua:
+			_, o.err = block.WriteFUA(o.m.dev, o.buf, o.off)
+		default:
+			_, o.err = o.m.dev.WriteAt(o.buf, o.off)
+		}
+	}
+	if len(ops) == 1 {
+		do(&ops[0])
+		return
+	}
+	var wg sync.WaitGroup
+	for i := range ops {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			do(&ops[i])
+		}()
+	}
+	wg.Wait()
+}
+
+// failOps marks the members of failed ops faulty. It returns whether any failed and, if the array went
+// down, ErrFailed.
+func (a *Array) failOps(ops []memOp) (bool, error) {
+	failed := false
+	for i := range ops {
+		if ops[i].err != nil {
+			failed = true
+			if err := a.fail(ops[i].m, ops[i].err); err != nil {
+				return true, err
+			}
+		}
+	}
+	return failed, nil
+}
+
+func (a *Array) working(role int) *member {
+	m := a.slots[role]
+	if m == nil || m.faulty.Load() {
+		return nil
+	}
+	return m
+}
+
+func (a *Array) check(op string, n int, off int64) error {
+	if a.closed.Load() {
+		return &block.OpError{Op: op, Device: a.name(), Offset: off, Length: int64(n), Err: block.ErrClosed}
+	}
+	if a.down.Load() {
+		return &block.OpError{Op: op, Device: a.name(), Offset: off, Length: int64(n), Err: ErrFailed}
+	}
+	if err := block.CheckRange(off, int64(n), a.size, a.bs); err != nil {
+		return &block.OpError{Op: op, Device: a.name(), Offset: off, Length: int64(n), Err: err}
+	}
+	return nil
+}
+
+func (a *Array) name() string { return "md:" + a.sb.SetName }
+
+func (a *Array) wrap(op string, n int, off int64, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &block.OpError{Op: op, Device: a.name(), Offset: off, Length: int64(n), Err: err}
+}
+
+// ReadAt reads len(p) bytes at byte offset off of the array, reconstructing from redundancy around failed
+// members.
+func (a *Array) ReadAt(p []byte, off int64) (int, error) {
+	if err := a.check("read", len(p), off); err != nil {
+		return 0, err
+	}
+	if err := a.rw(p, off, false, false); err != nil {
+		return 0, a.wrap("read", len(p), off, err)
+	}
+	return len(p), nil
+}
+
+// WriteAt writes p at byte offset off; it completes while redundancy remains, marking failed members.
+func (a *Array) WriteAt(p []byte, off int64) (int, error) { return a.write(p, off, false) }
+
+// WriteAtFUA writes p and returns once it is durable on every member the write touched (data and parity).
+func (a *Array) WriteAtFUA(p []byte, off int64) (int, error) { return a.write(p, off, true) }
+
+func (a *Array) write(p []byte, off int64, fua bool) (int, error) {
+	if err := a.check("write", len(p), off); err != nil {
+		return 0, err
+	}
+	if err := a.markDirty(); err != nil {
+		return 0, a.wrap("write", len(p), off, err)
+	}
+	if err := a.rw(p, off, true, fua); err != nil {
+		return 0, a.wrap("write", len(p), off, err)
+	}
+	return len(p), nil
+}
+
+// Discard zeroes the range (members are written with zeros so parity and mirrors stay consistent).
+func (a *Array) Discard(off, length int64) error {
+	if err := a.check("discard", 0, off); err != nil {
+		return err
+	}
+	if err := block.CheckRange(off, length, a.size, a.bs); err != nil {
+		return a.wrap("discard", int(length), off, err)
+	}
+	zero := make([]byte, min(length, 1<<20))
+	for done := int64(0); done < length; {
+		n := min(int64(len(zero)), length-done)
+		if _, err := a.write(zero[:n], off+done, false); err != nil {
+			return err
+		}
+		done += n
+	}
+	return nil
+}
+
+// getBuf returns an n-byte buffer (n <= chunk) from the array's pool and records it in owned.
+func (a *Array) getBuf(n int64, owned *[][]byte) []byte {
+	var b []byte
+	if v := a.bufs.Get(); v != nil {
+		b = *(v.(*[]byte))
+	} else {
+		b = make([]byte, a.chunk)
+	}
+	*owned = append(*owned, b)
+	return b[:n]
+}
+
+// putBufs returns buffers taken with getBuf.
+func (a *Array) putBufs(owned [][]byte) {
+	for _, b := range owned {
+		b = b[:cap(b)]
+		a.bufs.Put(&b)
+	}
+}
+
+// piece is the part of an I/O that falls in one chunk: data index k of a stripe (or array chunk c),
+// bytes [lo, hi) of the chunk, and the caller's buffer for them.
+type piece struct {
+	k      int
+	lo, hi int64
+	buf    []byte
+}
+
+// rw splits an I/O into chunks and runs it stripe by stripe (parity levels) or chunk by chunk.
+func (a *Array) rw(p []byte, off int64, write, fua bool) error {
+	var pieces []piece
+	stripe := int64(-1)
+	flush := func() error {
+		if len(pieces) == 0 {
+			return nil
+		}
+		var err error
+		if write {
+			err = a.stripeWrite(stripe, pieces, fua)
+		} else {
+			err = a.stripeRead(stripe, pieces)
+		}
+		pieces = pieces[:0]
+		return err
+	}
+	for done := 0; done < len(p); {
+		pos := off + int64(done)
+		c, in := pos/a.chunk, pos%a.chunk
+		n := int(min(a.chunk-in, int64(len(p)-done)))
+		buf := p[done : done+n]
+		done += n
+		switch a.level {
+		case md.LevelRAID5, md.LevelRAID6:
+			s, k := layout.Stripe(c, a.dataDisks)
+			if s != stripe {
+				if err := flush(); err != nil {
+					return err
+				}
+				stripe = s
+			}
+			pieces = append(pieces, piece{k: k, lo: in, hi: in + int64(n), buf: buf})
+		default:
+			if err := a.mirrorIO(c, in, buf, write, fua); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
+}
+
+// copies returns where array chunk c lives on RAID0/1/10: (role, member byte offset of the chunk) pairs.
+func (a *Array) copies(c int64) [][2]int64 {
+	switch a.level {
+	case md.LevelRAID0:
+		m, row := layout.RAID0(c, a.n)
+		return [][2]int64{{int64(m), a.dataOffset + row*a.chunk}}
+	case md.LevelRAID10:
+		m0, r0 := layout.RAID10Near2(c, a.n, 0)
+		m1, r1 := layout.RAID10Near2(c, a.n, 1)
+		return [][2]int64{{int64(m0), a.dataOffset + r0*a.chunk}, {int64(m1), a.dataOffset + r1*a.chunk}}
+	}
+	out := make([][2]int64, a.n)
+	for i := range out {
+		out[i] = [2]int64{int64(i), a.dataOffset + c*a.chunk}
+	}
+	return out
+}
+
+// mirrorIO reads from one working copy (trying the next on error) or writes every working copy.
+func (a *Array) mirrorIO(c, in int64, buf []byte, write, fua bool) error {
+	locs := a.copies(c)
+	if !write {
+		start := int(c) % len(locs) // spread reads of a mirror over its copies
+		if !a.unitInSync(c) {
+			start = 0 // copies may differ until the resync: read the one it copies from, as md does
+		}
+		for i := range locs {
+			l := locs[(start+i)%len(locs)]
+			m := a.working(int(l[0]))
+			if m == nil {
+				continue
+			}
+			if _, err := m.dev.ReadAt(buf, l[1]+in); err != nil {
+				if ferr := a.fail(m, err); ferr != nil {
+					return ferr
+				}
+				continue
+			}
+			return nil
+		}
+		return ErrFailed
+	}
+	mu := &a.locks[c%stripeLocks]
+	mu.Lock()
+	defer mu.Unlock()
+	if err := a.startWrite(c); err != nil {
+		return err
+	}
+	defer a.endWrite(c)
+	ops := make([]memOp, 0, len(locs))
+	for _, l := range locs {
+		if m := a.working(int(l[0])); m != nil {
+			ops = append(ops, memOp{m: m, buf: buf, off: l[1] + in, write: true, fua: fua})
+		}
+	}
+	if len(ops) == 0 {
+		return ErrFailed
+	}
+	run(ops)
+	if _, err := a.failOps(ops); err != nil {
+		return err
+	}
+	for _, o := range ops {
+		if o.err == nil {
+			return nil
+		}
+	}
+	return ErrFailed
+}
+
+// roles returns the member roles of stripe s: data index k's role in data[k], then P and Q (-1 if none).
+func (a *Array) roles(s int64) (data []int, p, q int) {
+	data = make([]int, a.dataDisks)
+	q = -1
+	for k := range data {
+		if a.level == md.LevelRAID6 {
+			p, q, data[k] = layout.RAID6(s, a.n, k)
+		} else {
+			p, data[k] = layout.RAID5(s, a.n, k)
+		}
+	}
+	return data, p, q
+}
+
+// shardRoles lists the role of each coder shard: data 0..dataDisks-1, then P, then Q.
+func (a *Array) shardRoles(s int64) []int {
+	data, p, q := a.roles(s)
+	out := append(data, p)
+	if q >= 0 {
+		out = append(out, q)
+	}
+	return out
+}
+
+// stripeRead reads pieces of stripe s; pieces on failed members are rebuilt from the rest of the stripe.
+func (a *Array) stripeRead(s int64, pieces []piece) error {
+	data, _, _ := a.roles(s)
+	base := a.dataOffset + s*a.chunk
+	var lost []piece
+	ops := make([]memOp, 0, len(pieces))
+	idx := make([]int, 0, len(pieces))
+	for i, pc := range pieces {
+		if m := a.working(data[pc.k]); m != nil {
+			ops = append(ops, memOp{m: m, buf: pc.buf, off: base + pc.lo})
+			idx = append(idx, i)
+		} else {
+			lost = append(lost, pc)
+		}
+	}
+	run(ops)
+	for i := range ops {
+		if ops[i].err != nil {
+			if err := a.fail(ops[i].m, ops[i].err); err != nil {
+				return err
+			}
+			lost = append(lost, pieces[idx[i]])
+		}
+	}
+	if len(lost) == 0 {
+		return nil
+	}
+	mu := &a.locks[s%stripeLocks]
+	mu.Lock()
+	defer mu.Unlock()
+	lo, hi := span(lost)
+	var owned [][]byte
+	defer func() { a.putBufs(owned) }()
+	shards, err := a.readStripe(s, lo, hi, nil, &owned)
+	if err != nil {
+		return err
+	}
+	for _, pc := range lost {
+		copy(pc.buf, shards[pc.k][pc.lo-lo:pc.hi-lo])
+	}
+	return nil
+}
+
+func span(pieces []piece) (lo, hi int64) {
+	lo, hi = pieces[0].lo, pieces[0].hi
+	for _, pc := range pieces[1:] {
+		lo, hi = min(lo, pc.lo), max(hi, pc.hi)
+	}
+	return lo, hi
+}
+
+// readStripe reads bytes [lo, hi) of every shard of stripe s whose need[i] is true (all when need is nil)
+// from working members and rebuilds those on failed members. The stripe lock must be held. Read errors
+// mark members faulty and the read is retried.
+func (a *Array) readStripe(s, lo, hi int64, need []bool, owned *[][]byte) ([][]byte, error) {
+	roles := a.shardRoles(s)
+	base := a.dataOffset + s*a.chunk
+	for {
+		shards := make([][]byte, len(roles))
+		missing := false
+		for _, r := range roles {
+			if a.working(r) == nil {
+				missing = true
+			}
+		}
+		var ops []memOp
+		for i, r := range roles {
+			if need != nil && !need[i] && !missing {
+				continue
+			}
+			if m := a.working(r); m != nil {
+				shards[i] = a.getBuf(hi-lo, owned)
+				ops = append(ops, memOp{m: m, buf: shards[i], off: base + lo})
+			}
+		}
+		run(ops)
+		failed, err := a.failOps(ops)
+		if err != nil {
+			return nil, err
+		}
+		if failed {
+			continue
+		}
+		if missing {
+			for i := range shards {
+				if shards[i] == nil {
+					shards[i] = a.getBuf(hi-lo, owned)[:0]
+				}
+			}
+			if err := a.coder.Reconstruct(shards); err != nil {
+				return nil, errors.Join(ErrFailed, err)
+			}
+		}
+		return shards, nil
+	}
+}
+
+// stripeWrite writes pieces of stripe s and its parity. It reads what it needs first (read-modify-write or
+// reconstruct-write, whichever reads less; a full-stripe write reads nothing), then writes the final data
+// and parity; a member failing during the writes is marked faulty and the rest carry on, since what is
+// written is the stripe's final consistent content.
+func (a *Array) stripeWrite(s int64, pieces []piece, fua bool) error {
+	mu := &a.locks[s%stripeLocks]
+	mu.Lock()
+	defer mu.Unlock()
+	if err := a.startWrite(s); err != nil {
+		return err
+	}
+	defer a.endWrite(s)
+	lo, hi := span(pieces)
+	size := hi - lo
+	nd := a.dataDisks
+	np := a.coder.Parity()
+	covered := make([]bool, nd) // data index k fully rewritten over [lo, hi)
+	touched := make([]bool, nd)
+	for _, pc := range pieces {
+		touched[pc.k] = true
+		covered[pc.k] = pc.lo == lo && pc.hi == hi
+	}
+	nCovered, nTouched := 0, 0
+	for k := range nd {
+		if covered[k] {
+			nCovered++
+		}
+		if touched[k] {
+			nTouched++
+		}
+	}
+	rmwReads := nTouched + np
+	rcwReads := nd - nCovered
+	degraded := a.Degraded() > 0
+	synced := a.unitInSync(s)
+
+	var shards [][]byte
+	var err error
+	var owned [][]byte
+	defer func() { a.putBufs(owned) }()
+	switch {
+	case nCovered == nd:
+		// Full stripe over [lo, hi): parity from the new data alone, the caller's buffers as data shards.
+		shards = make([][]byte, nd+np)
+		for _, pc := range pieces {
+			shards[pc.k] = pc.buf
+		}
+		for i := nd; i < nd+np; i++ {
+			shards[i] = a.getBuf(size, &owned)
+		}
+		err = a.coder.Encode(shards)
+	case !degraded && synced && rmwReads < rcwReads:
+		need := make([]bool, nd+np)
+		for k := range nd {
+			need[k] = touched[k] // old data, to take its share out of the parity
+		}
+		for i := nd; i < nd+np; i++ {
+			need[i] = true
+		}
+		shards, err = a.readStripe(s, lo, hi, need, &owned)
+		if err != nil {
+			return err
+		}
+		if a.Degraded() > 0 { // a member failed while reading: start again on the degraded path
+			return a.stripeWriteLocked(s, pieces, fua, lo, hi)
+		}
+		// Update parity for each touched data shard: old -> new.
+		for k := range nd {
+			if !touched[k] {
+				continue
+			}
+			nw := a.getBuf(size, &owned)
+			copy(nw, shards[k])
+			for _, pc := range pieces {
+				if pc.k == k {
+					copy(nw[pc.lo-lo:], pc.buf)
+				}
+			}
+			if err = a.coder.Update(k, shards[k], nw, shards[nd:]); err != nil {
+				return err
+			}
+			shards[k] = nw
+		}
+	default:
+		return a.stripeWriteLocked(s, pieces, fua, lo, hi)
+	}
+	if err != nil {
+		return err
+	}
+	return a.writeShards(s, shards, touched, lo, fua)
+}
+
+// stripeWriteLocked is reconstruct-write: read every data shard not fully rewritten (rebuilding failed
+// members from parity), put the new data in, recompute parity, write.
+func (a *Array) stripeWriteLocked(s int64, pieces []piece, fua bool, lo, hi int64) error {
+	nd := a.dataDisks
+	touched := make([]bool, nd)
+	need := make([]bool, nd+a.coder.Parity())
+	for k := range nd {
+		need[k] = true
+	}
+	for _, pc := range pieces {
+		touched[pc.k] = true
+	}
+	var owned [][]byte
+	defer func() { a.putBufs(owned) }()
+	shards, err := a.readStripe(s, lo, hi, need, &owned)
+	if err != nil {
+		return err
+	}
+	for i := nd; i < len(shards); i++ {
+		shards[i] = a.getBuf(hi-lo, &owned)
+	}
+	if err := a.coder.Encode(overlay(shards, pieces, lo)); err != nil {
+		return err
+	}
+	return a.writeShards(s, shards, touched, lo, fua)
+}
+
+// overlay copies the pieces' new data into the data shards (which cover [lo, ...)).
+func overlay(shards [][]byte, pieces []piece, lo int64) [][]byte {
+	for _, pc := range pieces {
+		copy(shards[pc.k][pc.lo-lo:], pc.buf)
+	}
+	return shards
+}
+
+// writeShards writes the touched data shards and every parity shard of stripe s, at [lo, ...), to the
+// working members.
+func (a *Array) writeShards(s int64, shards [][]byte, touched []bool, lo int64, fua bool) error {
+	roles := a.shardRoles(s)
+	base := a.dataOffset + s*a.chunk
+	ops := make([]memOp, 0, len(shards))
+	for i, r := range roles {
+		if i < a.dataDisks && !touched[i] {
+			continue
+		}
+		if m := a.working(r); m != nil {
+			ops = append(ops, memOp{m: m, buf: shards[i], off: base + lo, write: true, fua: fua})
+		}
+	}
+	run(ops)
+	_, err := a.failOps(ops)
+	return err
+}

@@ -1,0 +1,121 @@
+package array
+
+import (
+	"opensan/raid/md"
+)
+
+// resync brings redundancy in line with the data, unit by unit from syncedStripes on: parity recomputed
+// from the data (RAID5/6), the first copy copied over the others (RAID1/10). It runs in the background
+// after Create and after an unclean stop; writes meanwhile are safe (reconstruct-write above the
+// position). Close stops it; the array then stays dirty and the next assembly starts over.
+func (a *Array) resync() {
+	defer close(a.resyncDone)
+	total := a.stripes()
+	for u := a.syncedStripes.Load(); u < total; u++ {
+		select {
+		case <-a.resyncStop:
+			return
+		default:
+		}
+		if a.unitInSync(u) {
+			a.syncedStripes.Store(u + 1)
+			continue // its bitmap bits are clear: nothing was in flight there
+		}
+		if err := a.resyncUnit(u); err != nil {
+			return // the array went down; I/O reports it
+		}
+		a.resynced.Add(1)
+		a.syncedStripes.Store(u + 1)
+	}
+}
+
+// needSync reports whether the regions under bitmap bit b need the running resync.
+func (a *Array) needSync(b int64) bool { return a.needBits == nil || a.needBits[b] }
+
+// unitInSync reports whether unit u's redundancy is known to match its data.
+func (a *Array) unitInSync(u int64) bool {
+	if u < a.syncedStripes.Load() {
+		return true
+	}
+	if a.intent == nil || a.needBits == nil {
+		return false
+	}
+	lo, hi := a.unitBits(u)
+	for b := lo; b <= hi; b++ {
+		if a.needBits[b] {
+			return false
+		}
+	}
+	return true
+}
+
+// Resynced is how many units (stripes, or chunks for RAID1/10) the resyncs of this run rewrote.
+func (a *Array) Resynced() int64 { return a.resynced.Load() }
+
+func (a *Array) resyncUnit(u int64) error {
+	mu := &a.locks[u%stripeLocks]
+	mu.Lock()
+	defer mu.Unlock()
+	switch a.level {
+	case md.LevelRAID5, md.LevelRAID6:
+		nd := a.dataDisks
+		need := make([]bool, nd+a.coder.Parity())
+		for k := range nd {
+			need[k] = true
+		}
+		var owned [][]byte
+		defer func() { a.putBufs(owned) }()
+		shards, err := a.readStripe(u, 0, a.chunk, need, &owned)
+		if err != nil {
+			return err
+		}
+		for i := nd; i < len(shards); i++ {
+			shards[i] = a.getBuf(a.chunk, &owned)
+		}
+		if err := a.coder.Encode(shards); err != nil {
+			return err
+		}
+		return a.writeShards(u, shards, make([]bool, nd), 0, false)
+	case md.LevelRAID1, md.LevelRAID10:
+		buf := make([]byte, a.chunk)
+		locs := a.copies(u)
+		for {
+			src := -1
+			for i, l := range locs {
+				if m := a.working(int(l[0])); m != nil {
+					if _, err := m.dev.ReadAt(buf, l[1]); err != nil {
+						if ferr := a.fail(m, err); ferr != nil {
+							return ferr
+						}
+						continue
+					}
+					src = i
+					break
+				}
+			}
+			if src < 0 {
+				return ErrFailed
+			}
+			var ops []memOp
+			for i, l := range locs {
+				if m := a.working(int(l[0])); m != nil && i != src {
+					ops = append(ops, memOp{m: m, buf: buf, off: l[1], write: true})
+				}
+			}
+			if len(ops) > 0 {
+				run(ops)
+				if _, err := a.failOps(ops); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}
+	return nil
+}
+
+// WaitSync blocks until the background sync has finished (or was stopped by Close).
+func (a *Array) WaitSync() { <-a.resyncDone }
+
+// InSync reports whether the redundancy of the whole array matches its data.
+func (a *Array) InSync() bool { return a.syncedStripes.Load() >= a.stripes() }
