@@ -31,6 +31,10 @@ type task struct {
 	readLen  uint32 // bytes the initiator accepts back
 	buf      []byte // write data, edtl bytes
 	budget   int64  // bytes charged to session.buffered
+	// small marks a READ or WRITE of at most inlineMaxLen bytes: it may run on the reader (inline.go).
+	small  bool
+	cdbBuf [16]byte     // storage for cdb when it fits the BHS
+	cmd    scsi.Command // what Execute gets; part of the task to save an allocation
 
 	// Data-Out bookkeeping (RFC 7143 4.2.4.x, 11.7): unsolicited data covers [0, unsolLen); R2Ts cover
 	// [unsolLen, edtl) in bursts of at most MaxBurstLength, at most MaxOutstandingR2T at a time.
@@ -133,7 +137,8 @@ func (s *session) handleSCSICmd(p *PDU, ordered bool) error {
 		s.reject(h, RejectInvalidField)
 		return nil
 	}
-	cdb := append(make([]byte, 0, 16), h.CDB()...)
+	t := &task{}
+	cdb := append(t.cdbBuf[:0], h.CDB()...)
 	if ext := FindAHS(p.AHS, AHSExtendedCDB); ext != nil {
 		if len(ext) < 2 || 16+len(ext)-1 > maxCDBLen {
 			done()
@@ -142,17 +147,15 @@ func (s *session) handleSCSICmd(p *PDU, ordered bool) error {
 		}
 		cdb = append(cdb, ext[1:]...) // ext[0] is reserved
 	}
-	t := &task{
-		itt:      itt,
-		lunField: h.LUNField(),
-		lun:      decodeLUN(h.LUNField()),
-		ordered:  ordered,
-		attr:     taskAttr(h.TaskAttr()),
-		cdb:      cdb,
-		read:     h.Flags()&FlagRead != 0,
-		write:    h.Flags()&FlagWrite != 0,
-		edtl:     h.ExpectedDataLength(),
-	}
+	t.itt = itt
+	t.lunField = h.LUNField()
+	t.lun = decodeLUN(h.LUNField())
+	t.ordered = ordered
+	t.attr = taskAttr(h.TaskAttr())
+	t.cdb = cdb
+	t.read = h.Flags()&FlagRead != 0
+	t.write = h.Flags()&FlagWrite != 0
+	t.edtl = h.ExpectedDataLength()
 	switch {
 	case t.read && t.write:
 		b := FindAHS(p.AHS, AHSBidiReadLen)
@@ -179,6 +182,7 @@ func (s *session) handleSCSICmd(p *PDU, ordered bool) error {
 	if !t.write {
 		t.edtl = 0 // nothing flows out; the field was the read length
 	}
+	t.small = readWriteOp(cdb[0]) && t.read != t.write && t.edtl <= inlineMaxLen && t.readLen <= inlineMaxLen
 
 	s.mu.Lock()
 	if _, dup := s.tasks[itt]; dup {
@@ -266,11 +270,21 @@ func (s *session) issueR2TsLocked(t *task) *txItem {
 	return it
 }
 
-// sendIf sends it unless it is nil.
+// sendIf sends it unless it is nil. Reader goroutine only: it goes out with the reader's next batch.
 func (s *session) sendIf(it *txItem) {
 	if it != nil {
-		s.send(it)
+		s.queueInline(s.rd, it)
 	}
+}
+
+// readWriteOp reports the operation codes of READ and WRITE (6, 10, 12, 16): the commands that may run
+// inline.
+func readWriteOp(op byte) bool {
+	switch op {
+	case 0x08, 0x0a, 0x28, 0x2a, 0xa8, 0xaa, 0x88, 0x8a:
+		return true
+	}
+	return false
 }
 
 // handleDataOut places one Data-Out PDU's data straight into its command's buffer.
@@ -429,7 +443,8 @@ func (s *session) releaseLocked(t *task) {
 	t.budget = 0
 }
 
-// execute hands a task whose data is complete to the SCSI layer on its own goroutine.
+// execute hands a task whose data is complete to the SCSI layer: to the reader itself when it may run
+// inline (inline.go), else to a command goroutine. Reader goroutine only.
 func (s *session) execute(t *task) {
 	s.mu.Lock()
 	if t.state != taskWaitingData {
@@ -439,6 +454,15 @@ func (s *session) execute(t *task) {
 	t.state = taskExecuting
 	s.tasksWG.Add(1)
 	s.mu.Unlock()
+	if s.inlineOK(t) {
+		s.rd.ready = append(s.rd.ready, t)
+		return
+	}
+	s.startWorker(t)
+}
+
+// startWorker runs t on an idle command goroutine, or a new one.
+func (s *session) startWorker(t *task) {
 	select {
 	case s.work <- t: // an idle worker takes it
 	default:
@@ -470,10 +494,21 @@ func (s *session) worker(t *task) {
 	}
 }
 
-// run1 executes one task and answers it (or not, when it was aborted).
+// run1 executes one task on a command goroutine and answers it (or not, when it was aborted).
 func (s *session) run1(t *task) {
 	defer s.tasksWG.Done()
-	cmd := &scsi.Command{
+	var start int64
+	if t.small {
+		start = monoNow()
+	}
+	res := s.execTask(t, start)
+	s.finishTask(t, &res)
+}
+
+// execTask runs t through the SCSI layer. A nonzero start is when it began (monoNow): its duration then
+// counts in the average that decides inline execution.
+func (s *session) execTask(t *task, start int64) scsi.Result {
+	t.cmd = scsi.Command{
 		Nexus:        s.nexus,
 		LUN:          t.lun,
 		Tag:          uint64(t.itt),
@@ -482,21 +517,35 @@ func (s *session) run1(t *task) {
 		DataInLength: t.readLen,
 	}
 	if t.write {
-		cmd.DataOut = t.buf[:t.edtl]
+		t.cmd.DataOut = t.buf[:t.edtl]
 	}
-	res := s.tgt.SCSI.Execute(s.ctx, cmd)
+	res := s.tgt.SCSI.Execute(s.ctx, &t.cmd)
+	if start != 0 {
+		s.noteExec(monoNow() - start)
+	}
+	t.cmd = scsi.Command{}
 	if t.buf != nil {
 		putBuf(t.buf) // the SCSI layer keeps no reference to DataOut after Execute
 		t.buf = nil
 	}
+	return res
+}
+
+// finishTask answers an executed task from a command goroutine, or drops it when it was aborted.
+func (s *session) finishTask(t *task, res *scsi.Result) {
 	if res.Aborted {
-		res.Release()
-		s.mu.Lock()
-		s.releaseLocked(t)
-		s.mu.Unlock()
+		s.dropTask(t, res)
 		return
 	}
-	s.respond(t, &res)
+	s.sendResponse(s.response(t, res))
+}
+
+// dropTask forgets an aborted task: no response.
+func (s *session) dropTask(t *task, res *scsi.Result) {
+	res.Release()
+	s.mu.Lock()
+	s.releaseLocked(t)
+	s.mu.Unlock()
 }
 
 // residual computes the residual flags and count of a transfer the initiator expected exp bytes of and
@@ -511,9 +560,13 @@ func residual(exp, want uint64, over, under uint8) (uint8, uint32) {
 	return 0, 0
 }
 
-// respond sends a task's Data-In PDUs and status, then releases the result's buffer. It gives the
-// command's CmdSN slot back first so the status carries the advanced MaxCmdSN.
-func (s *session) respond(t *task, res *scsi.Result) {
+// respond queues a task's response for the writer (see response).
+func (s *session) respond(t *task, res *scsi.Result) { s.send(s.response(t, res)) }
+
+// response builds a task's Data-In PDUs and status; the item releases the result's buffer once written.
+// It gives the command's CmdSN slot back first so the status carries the advanced MaxCmdSN. The result
+// belongs to the item afterwards.
+func (s *session) response(t *task, res *scsi.Result) *txItem {
 	s.mu.Lock()
 	s.releaseLocked(t)
 	s.mu.Unlock()
@@ -535,7 +588,10 @@ func (s *session) respond(t *task, res *scsi.Result) {
 	if len(data) > 0 {
 		nPDUs = (len(data) + mrdsl - 1) / mrdsl
 	}
-	it := &txItem{pdus: make([]txPDU, 0, nPDUs+1), done: res.Release}
+	it := newTxItem(nPDUs + 1)
+	it.res, it.hasRes = *res, true
+	*res = scsi.Result{}
+	res = &it.res
 	phaseCollapse := len(data) > 0 && len(res.Sense) == 0 && !bidi
 	var dataSN uint32
 	for off := 0; off < len(data); {
@@ -604,5 +660,5 @@ func (s *session) respond(t *task, res *scsi.Result) {
 		}
 		it.pdus = append(it.pdus, txPDU{h: h, data: sense, sn: snAdvance})
 	}
-	s.send(it)
+	return it
 }

@@ -34,8 +34,8 @@ type Config struct {
 	MaxSessions       int           // sessions (normal and discovery) at once; default 256
 	MaxCmdsPerSession int           // queue depth offered through the CmdSN window; default 128
 	LoginTimeout      time.Duration // whole login phase; default 15 s
-	NopInInterval     time.Duration // idle time before we ping an initiator; default 5 s
-	NopInTimeout      time.Duration // time an initiator has to answer a ping; default 30 s
+	NopInInterval     time.Duration // idle time before we ping an initiator; default 15 s
+	NopInTimeout      time.Duration // time an initiator has to answer a ping; default 60 s, because single-threaded initiators (libiscsi sync clients) may not read their socket for a minute
 	// MaxSessionBuffer bounds the write data buffered per session (bytes); default 256 MiB. A write whose
 	// Expected Data Transfer Length does not fit gets TASK SET FULL.
 	MaxSessionBuffer int64
@@ -83,10 +83,10 @@ func NewServer(cfg Config) *Server {
 		cfg.LoginTimeout = 15 * time.Second
 	}
 	if cfg.NopInInterval <= 0 {
-		cfg.NopInInterval = 5 * time.Second
+		cfg.NopInInterval = 15 * time.Second
 	}
 	if cfg.NopInTimeout <= 0 {
-		cfg.NopInTimeout = 30 * time.Second
+		cfg.NopInTimeout = 60 * time.Second
 	}
 	if cfg.MaxSessionBuffer <= 0 {
 		cfg.MaxSessionBuffer = 256 << 20

@@ -38,7 +38,9 @@ type session struct {
 
 	// sendMRDSL is the initiator's MaxRecvDataSegmentLength; a Text request may redeclare it.
 	sendMRDSL atomic.Int64
-	lastRecv  atomic.Int64 // unix nanoseconds of the last PDU received
+	// rxPDUs counts the PDUs received; the pinger compares it between ticks to see whether the
+	// initiator is alive (cheaper than reading the clock for every PDU).
+	rxPDUs atomic.Uint64
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -47,7 +49,27 @@ type session struct {
 	work       chan *task // hands tasks to idle command goroutines
 	quit       chan struct{}
 	writerDone chan struct{}
-	statSN     uint32 // writer goroutine only (after login)
+
+	// wmu serialises everything written to nc after login: the writer goroutine, command goroutines that
+	// write their own response when the writer is idle, and the reader flushing what it answered inline.
+	wmu     sync.Mutex
+	statSN  uint32 // under wmu
+	wfailed bool   // under wmu: a write failed, the connection is going
+	wbufs   net.Buffers
+	warena  []byte
+	wone    [1]*txItem
+
+	rd *reader // the reader goroutine's state; see inline.go
+	// execNs is a moving average of the time Execute takes for commands that may run inline (ns).
+	execNs atomic.Int64
+	// inlineAt is when the reader started executing a command itself (nanoseconds on the monotonic
+	// clock, see monoNow), 0 when it is not. The pinger takes the reader role over from a reader stuck
+	// there; see takeOver.
+	inlineAt atomic.Int64
+	// rqLen is how many responses the reader holds for its next flush; idle counts them as in flight.
+	rqLen     atomic.Int32
+	takeovers atomic.Int32  // times the pinger replaced a stuck reader
+	inlined   atomic.Uint64 // commands the reader ran itself
 
 	mu         sync.Mutex
 	expCmdSN   uint32
@@ -89,6 +111,7 @@ func newSession(srv *Server, c net.Conn, p Params, t *targetEntry, isid [6]byte)
 		ctx:        ctx,
 		cancel:     cancel,
 		out:        make(chan *txItem, 2*srv.cfg.MaxCmdsPerSession+16),
+		rd:         &reader{},
 		work:       make(chan *task),
 		quit:       make(chan struct{}),
 		writerDone: make(chan struct{}),
@@ -101,6 +124,7 @@ func newSession(srv *Server, c net.Conn, p Params, t *targetEntry, isid [6]byte)
 	if p.Discovery {
 		s.key.target = ""
 	}
+	s.execNs.Store(4 * inlineMaxNs)
 	s.sendMRDSL.Store(int64(p.SendDataSegmentLength))
 	if t != nil {
 		s.nexus = &scsi.Nexus{
@@ -116,11 +140,20 @@ func newSession(srv *Server, c net.Conn, p Params, t *targetEntry, isid [6]byte)
 func (s *session) run() {
 	s.br = bufio.NewReaderSize(s.nc, 64<<10)
 	s.scratch = make([]byte, s.params.RecvDataSegmentLength)
-	s.lastRecv.Store(time.Now().UnixNano())
 	go s.writer()
 	s.auxWG.Add(1)
 	go s.pinger()
-	err := s.readLoop()
+	s.readSide(s.rd)
+}
+
+// readSide runs the reader role with state r until the connection ends, then tears the session down. It
+// returns early, leaving all that to another goroutine, when the pinger took the role over (takeOver).
+func (s *session) readSide(r *reader) {
+	err := s.readLoop(r)
+	if err == errReplaced {
+		return
+	}
+	s.flushInline(r)
 	if err == nil {
 		err = io.EOF
 	}
@@ -214,7 +247,7 @@ func (s *session) close(err error) {
 func (s *session) idle() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.tasks) == 0
+	return len(s.tasks) == 0 && s.rqLen.Load() == 0
 }
 
 // maxCmdSNLocked is the window's upper edge: queue depth minus the commands still running.
@@ -235,10 +268,15 @@ func (s *session) newTTTLocked() uint32 {
 	return s.nextTTT
 }
 
-// readLoop reads PDUs until the connection fails or a protocol error ends it.
-func (s *session) readLoop() error {
+// readLoop reads PDUs until the connection fails or a protocol error ends it, or until the pinger took
+// the reader role over (errReplaced). Commands that may run inline run here between PDUs (see inline.go);
+// their responses are written in one batch before the reader may block on the socket.
+func (s *session) readLoop(r *reader) error {
 	var p PDU
 	for {
+		if s.mayBlock() {
+			s.flushInline(r)
+		}
 		p.Data = nil
 		err := ReadHeader(s.br, s.digests, s.params.RecvDataSegmentLength, &p)
 		if err != nil {
@@ -247,22 +285,34 @@ func (s *session) readLoop() error {
 			}
 			return err
 		}
-		s.lastRecv.Store(time.Now().UnixNano())
-		if p.BHS.Opcode() == OpDataOut {
+		s.rxPDUs.Add(1)
+		op := p.BHS.Opcode()
+		if op == OpDataOut {
 			if err := s.handleDataOut(&p); err != nil {
 				return err
 			}
-			continue
-		}
-		p.Data = s.scratch[:p.BHS.DataSegmentLength()]
-		if err := ReadData(s.br, s.digests, &p.BHS, p.Data); err != nil {
-			if errors.Is(err, ErrDataDigest) {
-				s.reject(&p.BHS, RejectDataDigest) // ERL 0: no recovery, the connection goes
+		} else {
+			p.Data = s.scratch[:p.BHS.DataSegmentLength()]
+			if err := ReadData(s.br, s.digests, &p.BHS, p.Data); err != nil {
+				if errors.Is(err, ErrDataDigest) {
+					s.reject(&p.BHS, RejectDataDigest) // ERL 0: no recovery, the connection goes
+				}
+				return err
 			}
-			return err
+			if op != OpSCSICmd {
+				// Whatever answers a NOP-Out, TMF, Text or Logout must follow the responses already
+				// produced (a TMF response follows the end of the tasks it names, a Logout Response
+				// every command's).
+				s.flushInline(r)
+			}
+			if err := s.dispatch(&p); err != nil {
+				return err
+			}
 		}
-		if err := s.dispatch(&p); err != nil {
-			return err
+		if len(r.ready) > 0 {
+			if err := s.runInline(r); err != nil {
+				return err
+			}
 		}
 	}
 }
@@ -384,16 +434,45 @@ type txPDU struct {
 	sn   snMode
 }
 
-// txItem is a group of PDUs written back to back; done runs once they are on the wire (or dropped).
+// txItem is a group of PDUs written back to back; done runs once they are on the wire (or dropped), and
+// a command's result (res) is released then.
 type txItem struct {
-	pdus []txPDU
-	done func()
+	pdus   []txPDU
+	done   func()
+	res    scsi.Result
+	hasRes bool
+	pooled bool     // from txPool: finish returns it
+	inl    [2]txPDU // pdus' storage for the usual one or two PDUs of a response
 }
 
+var txPool = sync.Pool{New: func() any { return new(txItem) }}
+
+// newTxItem returns a pooled item with room for n PDUs.
+func newTxItem(n int) *txItem {
+	it := txPool.Get().(*txItem)
+	it.pooled = true
+	if n <= len(it.inl) {
+		it.pdus = it.inl[:0]
+	} else {
+		it.pdus = make([]txPDU, 0, n)
+	}
+	return it
+}
+
+// finish runs done and releases the result; a pooled item goes back to its pool and must not be used
+// afterwards.
 func (it *txItem) finish() {
 	if it.done != nil {
 		it.done()
 		it.done = nil
+	}
+	if it.hasRes {
+		it.res.Release()
+		it.hasRes = false
+	}
+	if it.pooled {
+		*it = txItem{}
+		txPool.Put(it)
 	}
 }
 
@@ -413,24 +492,14 @@ func (s *session) sendPDU(h *BHS, data []byte, sn snMode) {
 // maxBatch bounds the PDUs gathered into one vectored write.
 const maxBatch = 64
 
-// writer is the connection's only writer: it stamps StatSN, ExpCmdSN and MaxCmdSN, computes digests and
-// writes batches of PDUs with one writev.
+// writer writes what the other goroutines queue on s.out, gathering what is queued into one writev.
 func (s *session) writer() {
 	defer close(s.writerDone)
-	var (
-		failed bool
-		batch  []*txItem
-		bufs   net.Buffers
-		arena  = make([]byte, 0, 16<<10)
-	)
+	var batch []*txItem
 	flush := func() {
-		if !failed {
-			bufs, arena = s.encodeBatch(batch, bufs[:0], arena[:0])
-			if _, err := bufs.WriteTo(s.nc); err != nil {
-				failed = true
-				s.close(err)
-			}
-		}
+		s.wmu.Lock()
+		s.writeLocked(batch)
+		s.wmu.Unlock()
 		for i, it := range batch {
 			it.finish()
 			batch[i] = nil
@@ -466,6 +535,41 @@ func (s *session) writer() {
 	}
 }
 
+// sendResponse writes it at once when nobody else is writing and nothing is queued (saving the
+// writer goroutine's wake-up, the dearest part of a small command), else queues it for the writer.
+func (s *session) sendResponse(it *txItem) {
+	if len(s.out) == 0 && s.wmu.TryLock() {
+		s.wone[0] = it
+		s.writeLocked(s.wone[:])
+		s.wone[0] = nil
+		s.wmu.Unlock()
+		it.finish()
+		return
+	}
+	s.send(it)
+}
+
+// writeLocked stamps and writes batch with one writev; s.wmu is held. After a failed write it writes
+// nothing more: the connection is closing.
+func (s *session) writeLocked(batch []*txItem) {
+	if s.wfailed {
+		return
+	}
+	s.wbufs, s.warena = s.encodeBatch(batch, s.wbufs[:0], s.warena[:0])
+	if len(s.wbufs) == 0 {
+		return
+	}
+	bufs := s.wbufs // WriteTo consumes its receiver
+	_, err := bufs.WriteTo(s.nc)
+	clear(s.wbufs[:cap(s.wbufs)]) // drop references to data buffers that go back to pools
+	if err != nil {
+		s.wfailed = true
+		s.close(err)
+	}
+}
+
+// encodeBatch stamps StatSN (under s.wmu), ExpCmdSN and MaxCmdSN into the PDUs of batch and appends
+// their iovecs to bufs, headers and digests going to arena.
 func (s *session) encodeBatch(batch []*txItem, bufs net.Buffers, arena []byte) (net.Buffers, []byte) {
 	s.mu.Lock()
 	exp, max := s.expCmdSN, s.maxCmdSNLocked()
@@ -522,32 +626,35 @@ func (s *session) reject(h *BHS, reason uint8) {
 	s.sendPDU(&r, hdr, snAdvance)
 }
 
-// pinger sends NOP-In pings on idle connections and drops connections that stop answering.
+// pinger sends NOP-In pings on idle connections and drops connections that stop answering. It also
+// watches the reader: one stuck in a command it executes itself loses the reader role (takeOver).
 func (s *session) pinger() {
 	defer s.auxWG.Done()
 	interval, timeout := s.srv.cfg.NopInInterval, s.srv.cfg.NopInTimeout
-	tick := time.NewTicker(min(interval, timeout) / 2)
+	tick := time.NewTicker(min(interval, timeout, 2*inlineStall) / 2)
 	defer tick.Stop()
 	var (
 		outstanding bool
 		pingAt      time.Time
+		lastRx      = s.rxPDUs.Load()
+		lastRxAt    = time.Now() // when the pinger last saw rxPDUs move (tick resolution)
 	)
 	for {
 		select {
 		case <-s.ctx.Done():
 			return
 		case now := <-tick.C:
-			last := time.Unix(0, s.lastRecv.Load())
-			if outstanding {
-				if last.After(pingAt) {
-					outstanding = false
-				} else if now.Sub(pingAt) > timeout {
-					s.log.Warn("iscsi initiator stopped answering NOP-In pings", "initiator", s.params.InitiatorName, "tsih", s.tsih)
-					s.close(errors.New("NOP-In ping timeout"))
-					return
-				}
+			s.checkInline()
+			if rx := s.rxPDUs.Load(); rx != lastRx {
+				lastRx, lastRxAt = rx, now
+				outstanding = false // any PDU after the ping proves the initiator alive
 			}
-			if !outstanding && now.Sub(last) >= interval {
+			if outstanding && now.Sub(pingAt) > timeout {
+				s.log.Warn("iscsi initiator stopped answering NOP-In pings", "initiator", s.params.InitiatorName, "tsih", s.tsih)
+				s.close(errors.New("NOP-In ping timeout"))
+				return
+			}
+			if !outstanding && now.Sub(lastRxAt) >= interval {
 				var h BHS
 				h.SetOpcode(OpNOPIn)
 				h.SetFlags(FlagFinal)
@@ -575,7 +682,7 @@ func (s *session) requestLogout() {
 func (s *session) handleNOPOut(p *PDU) error {
 	h := &p.BHS
 	if h.ITT() == ReservedTag {
-		// An answer to our ping (TTT set) or a one-way ping; no response either way. lastRecv already
+		// An answer to our ping (TTT set) or a one-way ping; no response either way. rxPDUs already
 		// counts it as proof of life.
 		return nil
 	}
