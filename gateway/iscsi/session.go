@@ -17,9 +17,12 @@ import (
 
 // session is one iSCSI session with its single connection (MaxConnections=1) in full feature phase.
 //
-// Goroutines: the reader (run) owns PDU parsing, the CmdSN window and Data-Out placement; the writer owns
-// the socket's write side and StatSN; one goroutine per executing command and per blocking task
-// management function; a pinger for idle connections. s.mu guards the task tables and the window.
+// Goroutines: the reader (run) owns PDU parsing, the CmdSN window and Data-Out placement, and runs small
+// READs and WRITEs itself while the unit answers them fast (inline.go); command goroutines run the other
+// commands, and blocking task management functions run on their own; the writer sends what the others
+// queue; a pinger pings idle initiators and replaces a reader stuck in a command. Writes to the socket and
+// StatSN are under s.wmu, so whoever has a response ready writes it when nobody else is writing; s.mu
+// guards the task tables and the window.
 type session struct {
 	srv      *Server
 	log      *slog.Logger
@@ -56,6 +59,7 @@ type session struct {
 	statSN  uint32 // under wmu
 	wfailed bool   // under wmu: a write failed, the connection is going
 	wbufs   net.Buffers
+	wsend   net.Buffers
 	warena  []byte
 	wone    [1]*txItem
 
@@ -64,7 +68,7 @@ type session struct {
 	execNs atomic.Int64
 	// inlineAt is when the reader started executing a command itself (nanoseconds on the monotonic
 	// clock, see monoNow), 0 when it is not. The pinger takes the reader role over from a reader stuck
-	// there; see takeOver.
+	// there; see checkInline.
 	inlineAt atomic.Int64
 	// rqLen is how many responses the reader holds for its next flush; idle counts them as in flight.
 	rqLen     atomic.Int32
@@ -147,12 +151,16 @@ func (s *session) run() {
 }
 
 // readSide runs the reader role with state r until the connection ends, then tears the session down. It
-// returns early, leaving all that to another goroutine, when the pinger took the role over (takeOver).
+// returns early, leaving all that to another goroutine, when the pinger took the role over (checkInline).
 func (s *session) readSide(r *reader) {
 	err := s.readLoop(r)
 	if err == errReplaced {
 		return
 	}
+	for _, t := range r.ready {
+		s.startWorker(t) // made ready by the PDUs before the one that ended the loop
+	}
+	r.ready = nil
 	s.flushInline(r)
 	if err == nil {
 		err = io.EOF
@@ -559,8 +567,9 @@ func (s *session) writeLocked(batch []*txItem) {
 	if len(s.wbufs) == 0 {
 		return
 	}
-	bufs := s.wbufs // WriteTo consumes its receiver
-	_, err := bufs.WriteTo(s.nc)
+	s.wsend = s.wbufs // WriteTo consumes its receiver; a field, because a local would escape
+	_, err := s.wsend.WriteTo(s.nc)
+	s.wsend = nil
 	clear(s.wbufs[:cap(s.wbufs)]) // drop references to data buffers that go back to pools
 	if err != nil {
 		s.wfailed = true
@@ -627,7 +636,7 @@ func (s *session) reject(h *BHS, reason uint8) {
 }
 
 // pinger sends NOP-In pings on idle connections and drops connections that stop answering. It also
-// watches the reader: one stuck in a command it executes itself loses the reader role (takeOver).
+// watches the reader: one stuck in a command it executes itself loses the reader role (checkInline).
 func (s *session) pinger() {
 	defer s.auxWG.Done()
 	interval, timeout := s.srv.cfg.NopInInterval, s.srv.cfg.NopInTimeout
