@@ -245,3 +245,19 @@ func ParseList(out, family string) []string {
 	}
 	return tests
 }
+
+// Overlay replaces the outcome of every test in r that other also ran, by other's. The conformance run
+// uses it to take the MultipathIO suite from a second run that has two paths to the LU.
+func (r *Report) Overlay(other *Report) {
+	index := make(map[string]int, len(r.Tests))
+	for i, t := range r.Tests {
+		index[t.Name] = i
+	}
+	for _, t := range other.Tests {
+		if i, ok := index[t.Name]; ok {
+			r.Tests[i] = t
+		} else {
+			r.Tests = append(r.Tests, t)
+		}
+	}
+}

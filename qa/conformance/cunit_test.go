@@ -138,3 +138,17 @@ func FuzzParseVerbose(f *testing.F) {
 		_ = r.Check()
 	})
 }
+
+func TestOverlay(t *testing.T) {
+	r := &Report{Tests: []TestResult{{Name: "Read10.Simple", Outcome: Passed}, {Name: "MultipathIO.Simple", Outcome: Skipped}}}
+	r.Overlay(&Report{Tests: []TestResult{{Name: "MultipathIO.Simple", Outcome: Passed}, {Name: "MultipathIO.Reset", Outcome: Failed}}})
+	want := []TestResult{{Name: "Read10.Simple", Outcome: Passed}, {Name: "MultipathIO.Simple", Outcome: Passed}, {Name: "MultipathIO.Reset", Outcome: Failed}}
+	if len(r.Tests) != len(want) {
+		t.Fatalf("got %d tests, want %d", len(r.Tests), len(want))
+	}
+	for i := range want {
+		if r.Tests[i].Name != want[i].Name || r.Tests[i].Outcome != want[i].Outcome {
+			t.Errorf("test %d = %s %s, want %s %s", i, r.Tests[i].Name, r.Tests[i].Outcome, want[i].Name, want[i].Outcome)
+		}
+	}
+}
