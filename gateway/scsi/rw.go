@@ -32,6 +32,18 @@ func (x *exec) checkRange(lba uint64, blocks uint64) *senseError {
 	return nil
 }
 
+// checkTransfer refuses a READ/WRITE-family CDB whose blocks lie beyond the capacity (LBA OUT OF RANGE)
+// or exceed the Block Limits maximum transfer length (INVALID FIELD IN CDB on the length field).
+func (x *exec) checkTransfer(b BlockCDB) *senseError {
+	if s := x.checkRange(b.LBA, uint64(b.Blocks)); s != nil {
+		return s
+	}
+	if b.Blocks > x.lu.maxXferBlocks() {
+		return invalidCDB(b.LengthField, -1)
+	}
+	return nil
+}
+
 // writable refuses writes to read-only or software-write-protected LUs.
 func (x *exec) writable() *senseError {
 	if x.lu.readOnly || x.lu.swp.Load() {
@@ -111,11 +123,8 @@ func (l *lu) write(p []byte, off int64, fua bool) error {
 
 func cmdRead(x *exec) Result {
 	b, _ := DecodeBlockCDB(x.cdb)
-	if s := x.checkRange(b.LBA, uint64(b.Blocks)); s != nil {
+	if s := x.checkTransfer(b); s != nil {
 		return checkCondition(s)
-	}
-	if b.Blocks > x.lu.maxXferBlocks() {
-		return checkCondition(invalidCDB(b.LengthField, -1))
 	}
 	if b.Blocks == 0 {
 		return Result{}
@@ -138,11 +147,8 @@ func cmdWrite(x *exec) Result {
 	if s := x.writable(); s != nil {
 		return checkCondition(s)
 	}
-	if s := x.checkRange(b.LBA, uint64(b.Blocks)); s != nil {
+	if s := x.checkTransfer(b); s != nil {
 		return checkCondition(s)
-	}
-	if b.Blocks > x.lu.maxXferBlocks() {
-		return checkCondition(invalidCDB(b.LengthField, -1))
 	}
 	n := int(b.Blocks) * x.lu.bs
 	data, s := x.writeData(n)
@@ -222,11 +228,8 @@ func cmdVerify(x *exec) Result {
 	if bytchk == 2 {
 		return checkCondition(invalidCDB(1, 2))
 	}
-	if s := x.checkRange(b.LBA, uint64(b.Blocks)); s != nil {
+	if s := x.checkTransfer(b); s != nil {
 		return checkCondition(s)
-	}
-	if b.Blocks > x.lu.maxXferBlocks() {
-		return checkCondition(invalidCDB(b.LengthField, -1))
 	}
 	n := int(b.Blocks) * x.lu.bs
 	off := int64(b.LBA) * int64(x.lu.bs)
@@ -321,11 +324,8 @@ func cmdOrWrite(x *exec) Result {
 	if s := x.writable(); s != nil {
 		return checkCondition(s)
 	}
-	if s := x.checkRange(b.LBA, uint64(b.Blocks)); s != nil {
+	if s := x.checkTransfer(b); s != nil {
 		return checkCondition(s)
-	}
-	if b.Blocks > x.lu.maxXferBlocks() {
-		return checkCondition(invalidCDB(b.LengthField, -1))
 	}
 	n := int(b.Blocks) * x.lu.bs
 	data, s := x.dataOut(n)
