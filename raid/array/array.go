@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -61,17 +62,41 @@ type CreateConfig struct {
 	DataOffset int64
 	// AssumeClean skips the initial sync: only for members known to be zero-filled (parity of zeros is 0).
 	AssumeClean bool
-	Now         func() time.Time // clock; time.Now when nil
-	Rand        io.Reader        // UUID source; crypto/rand when nil
+	// Spares is how many of the members, the last ones, are hot spares rather than active.
+	Spares int
+	// SyncRate bounds the background sync and rebuilds.
+	SyncRate SyncRate
+	Now      func() time.Time // clock; time.Now when nil
+	Rand     io.Reader        // UUID source; crypto/rand when nil
 }
 
-// member is one slot's disk.
+// member is one disk of the array: in a slot, or a hot spare.
 type member struct {
 	dev        block.Device
 	devNumber  uint32
 	deviceUUID [16]byte
-	role       int // slot
+	role       int // slot, or -1 for a spare
 	faulty     atomic.Bool
+	// recovered is the number of rows (member chunks from the data offset) holding valid data: inSyncRows
+	// for a member in sync, less while a rebuild fills it. The data path uses the member only below it.
+	recovered atomic.Int64
+	// checkpoint is the part of recovered known durable on the member: what its superblock's
+	// recovery_offset says. Only the rebuild and superblock writes (under meta) touch it.
+	checkpoint int64
+}
+
+// inSyncRows marks a member in sync (no recovery_offset).
+const inSyncRows = math.MaxInt64
+
+func newMember(dev block.Device, devNumber uint32, uuid [16]byte, role int) *member {
+	m := &member{dev: dev, devNumber: devNumber, deviceUUID: uuid, role: role, checkpoint: inSyncRows}
+	m.recovered.Store(inSyncRows)
+	return m
+}
+
+// inSync reports whether the member is working and fully rebuilt.
+func (m *member) inSync() bool {
+	return m != nil && !m.faulty.Load() && m.recovered.Load() == inSyncRows
 }
 
 // Array is a running md array.
@@ -86,7 +111,8 @@ type Array struct {
 	dataDisks  int // members carrying data in a stripe (RAID5/6), or n
 	coder      *parity.Coder
 
-	slots []*member // by role; nil when missing
+	slots  []atomic.Pointer[member] // by role; nil when missing. Replaced (under meta) when a spare takes a slot.
+	spares []*member                // hot spares, under meta
 
 	locks [stripeLocks]sync.Mutex
 	bufs  sync.Pool // *[]byte of chunk bytes: stripe buffers
@@ -94,9 +120,15 @@ type Array struct {
 	// syncedStripes: stripes below it are known in sync (parity or mirrors); writes above use
 	// reconstruct-write. Equal to stripes() when the array is in sync.
 	syncedStripes atomic.Int64
-	resynced      atomic.Int64 // units rewritten by resyncs of this run
-	resyncStop    chan struct{}
-	resyncDone    chan struct{}
+	resynced      atomic.Int64  // units rewritten by resyncs of this run
+	resyncStop    chan struct{} // closed by Close: background work stops
+	resyncDone    chan struct{} // closed when the sync worker has returned
+	work          workState     // the sync worker's state, for WaitSync and kicks
+	rateMin       atomic.Int64  // SyncRate.Min
+	rateMax       atomic.Int64  // SyncRate.Max
+	mismatches    atomic.Int64  // found by the last scrub
+	foreground    atomic.Int64  // I/Os started by users; background work slows down while it moves
+	progress      progress      // what the sync worker is doing
 
 	meta     sync.Mutex // superblock updates
 	sb       md.Superblock
@@ -129,19 +161,33 @@ func (a *Array) Events() uint64 {
 	return a.sb.Events
 }
 
-// Degraded is the number of slots without a working member.
+// Degraded is the number of slots without a working, fully rebuilt member.
 func (a *Array) Degraded() int {
 	d := 0
-	for _, m := range a.slots {
-		if m == nil || m.faulty.Load() {
+	for i := range a.slots {
+		if !a.slot(i).inSync() {
 			d++
 		}
 	}
 	return d
 }
 
-// Faulty reports whether slot i has no working member.
-func (a *Array) Faulty(i int) bool { return a.slots[i] == nil || a.slots[i].faulty.Load() }
+// Faulty reports whether slot i has no working, fully rebuilt member.
+func (a *Array) Faulty(i int) bool { return !a.slot(i).inSync() }
+
+// slot returns the member in slot i, nil when there is none.
+func (a *Array) slot(i int) *member { return a.slots[i].Load() }
+
+// live returns the slot members that are not faulty (rebuilding ones included).
+func (a *Array) live() []*member {
+	out := make([]*member, 0, len(a.slots))
+	for i := range a.slots {
+		if m := a.slot(i); m != nil && !m.faulty.Load() {
+			out = append(out, m)
+		}
+	}
+	return out
+}
 
 func redundancy(level, n int) int {
 	switch level {
@@ -160,7 +206,13 @@ func redundancy(level, n int) int {
 // Create writes md v1.2 superblocks (and a bitmap) on members, in slot order, and returns the running
 // array. Unless cfg.AssumeClean, the initial sync runs in the background; the array is usable at once.
 func Create(members []block.Device, cfg CreateConfig) (*Array, error) {
-	n := len(members)
+	if cfg.Spares < 0 || cfg.Spares >= len(members) {
+		return nil, fmt.Errorf("array: %d spares of %d members: want at least one active member", cfg.Spares, len(members))
+	}
+	if cfg.Spares > 0 && cfg.Level == md.LevelRAID0 {
+		return nil, fmt.Errorf("array: raid0 has no redundancy to rebuild onto a spare")
+	}
+	n := len(members) - cfg.Spares
 	if cfg.Chunk == 0 {
 		cfg.Chunk = DefaultChunk
 	}
@@ -215,8 +267,8 @@ func Create(members []block.Device, cfg CreateConfig) (*Array, error) {
 		return nil, fmt.Errorf("array: members too small for one %d-byte chunk after the data offset", unit)
 	}
 	maxDev := md.DefaultMaxDev
-	if n > maxDev {
-		maxDev = (n + 127) / 128 * 128
+	if len(members) > maxDev {
+		maxDev = (len(members) + 127) / 128 * 128
 	}
 	sb := md.Superblock{
 		SetName:      cfg.Name,
@@ -250,6 +302,7 @@ func Create(members []block.Device, cfg CreateConfig) (*Array, error) {
 		return nil, fmt.Errorf("array: create: %w", err)
 	}
 	a := &Array{sb: sb, now: cfg.Now, bs: bs, bmDelay: cfg.BitmapDelay}
+	a.SetSyncRate(cfg.SyncRate)
 	if cfg.Bitmap {
 		a.sb.FeatureMap |= md.FeatureBitmapOffset
 		a.sb.BitmapOffset = bitmapOffsetSect
@@ -268,13 +321,17 @@ func Create(members []block.Device, cfg CreateConfig) (*Array, error) {
 	if err := a.setup(); err != nil {
 		return nil, err
 	}
-	a.slots = make([]*member, n)
+	a.slots = make([]atomic.Pointer[member], n)
 	for i, d := range members {
-		m := &member{dev: d, devNumber: uint32(i), role: i}
-		if _, err := io.ReadFull(cfg.Rand, m.deviceUUID[:]); err != nil {
+		var uuid [16]byte
+		if _, err := io.ReadFull(cfg.Rand, uuid[:]); err != nil {
 			return nil, fmt.Errorf("array: uuid: %w", err)
 		}
-		a.slots[i] = m
+		if i < n {
+			a.slots[i].Store(newMember(d, uint32(i), uuid, i))
+		} else {
+			a.spares = append(a.spares, newMember(d, uint32(i), uuid, -1))
+		}
 	}
 	if a.bitmap != nil {
 		a.intent = newIntent(*a.bitmap, a.bmDelay)
@@ -355,39 +412,39 @@ func (a *Array) stripes() int64 {
 	return a.memberSize / a.chunk
 }
 
+// rows is the number of chunks (64 KiB blocks for RAID1) each member holds: the unit of rebuild.
+func (a *Array) rows() int64 { return a.memberSize / a.chunk }
+
 func (a *Array) start() {
-	for _, m := range a.slots {
-		if m != nil {
-			a.bs = max(a.bs, m.dev.LogicalBlockSize())
-		}
+	for _, m := range a.live() {
+		a.bs = max(a.bs, m.dev.LogicalBlockSize())
 	}
 	a.resyncStop, a.resyncDone = make(chan struct{}), make(chan struct{})
+	a.work.cond = sync.NewCond(&a.work.mu)
+	a.work.busy = true
 	if a.intent != nil {
 		a.intent.stop, a.intent.done = make(chan struct{}), make(chan struct{})
 		go a.bitmapDaemon()
 	}
 	if a.sb.ResyncOffset == md.ResyncClean {
 		a.syncedStripes.Store(a.stripes())
-		close(a.resyncDone)
-		return
+	} else {
+		a.dirty.Store(true)
 	}
-	a.dirty.Store(true)
-	go a.resync()
+	go a.syncWorker()
 }
 
 // writeSuperblocksLocked writes the superblock (and the bitmap) to every working member and flushes them.
 func (a *Array) writeSuperblocksLocked() error {
 	a.sb.UTime = md.MakeTime(a.now())
 	var errs []error
-	for _, m := range a.slots {
-		if m == nil || m.faulty.Load() {
-			continue
-		}
+	for _, m := range append(a.live(), a.spares...) {
 		if err := a.writeMemberSuper(m); err != nil {
 			m.faulty.Store(true)
 			errs = append(errs, err)
 		}
 	}
+	a.dropFaultySpares()
 	if len(errs) > 0 {
 		// The failed members are out; record that on the survivors.
 		return a.failedLocked(errs)
@@ -398,6 +455,11 @@ func (a *Array) writeSuperblocksLocked() error {
 func (a *Array) writeMemberSuper(m *member) error {
 	s := a.sb
 	s.DevNumber, s.DeviceUUID = m.devNumber, m.deviceUUID
+	if m.checkpoint != inSyncRows {
+		// Partly rebuilt: md resumes the recovery from here (sectors of this member's data area).
+		s.FeatureMap |= md.FeatureRecoveryOffset
+		s.RecoveryOffset = uint64(m.checkpoint * a.chunk / md.SectorSize)
+	}
 	s.DataSize = uint64((m.dev.Size() - a.dataOffset) / md.SectorSize)
 	if a.level == md.LevelRAID0 {
 		// md's raid0 uses each member's whole data_size: unequal ones would make it a multi-zone array
@@ -427,8 +489,8 @@ func (a *Array) writeMemberSuper(m *member) error {
 // with events bumped. It returns ErrFailed when redundancy is gone.
 func (a *Array) failedLocked(causes []error) error {
 	for {
-		for _, m := range a.slots {
-			if m != nil && m.faulty.Load() && int(m.devNumber) < len(a.sb.DevRoles) {
+		for i := range a.slots {
+			if m := a.slot(i); m != nil && m.faulty.Load() && int(m.devNumber) < len(a.sb.DevRoles) {
 				a.sb.DevRoles[m.devNumber] = md.RoleFaulty
 			}
 		}
@@ -440,17 +502,18 @@ func (a *Array) failedLocked(causes []error) error {
 		a.events.Store(a.sb.Events)
 		a.sb.UTime = md.MakeTime(a.now())
 		again := false
-		for _, m := range a.slots {
-			if m == nil || m.faulty.Load() {
-				continue
-			}
+		for _, m := range append(a.live(), a.spares...) {
 			if err := a.writeMemberSuper(m); err != nil {
 				m.faulty.Store(true)
-				causes = append(causes, err)
-				again = true
+				if m.role >= 0 {
+					causes = append(causes, err)
+					again = true
+				}
 			}
 		}
+		a.dropFaultySpares()
 		if !again {
+			a.kick() // a spare may take the failed member's place
 			return nil
 		}
 	}
@@ -514,8 +577,7 @@ func (a *Array) Close() error {
 	if a.closed.Swap(true) {
 		return nil
 	}
-	close(a.resyncStop)
-	<-a.resyncDone
+	a.stopWorker()
 	if a.intent != nil {
 		close(a.intent.stop)
 		<-a.intent.done
@@ -547,11 +609,9 @@ func (a *Array) Flush() error {
 		return ErrFailed
 	}
 	var wg sync.WaitGroup
-	errs := make([]error, a.n)
-	for i, m := range a.slots {
-		if m == nil || m.faulty.Load() {
-			continue
-		}
+	live := a.live()
+	errs := make([]error, len(live))
+	for i, m := range live {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -561,7 +621,7 @@ func (a *Array) Flush() error {
 	wg.Wait()
 	for i, err := range errs {
 		if err != nil {
-			if ferr := a.fail(a.slots[i], err); ferr != nil {
+			if ferr := a.fail(live[i], err); ferr != nil {
 				return ferr
 			}
 		}

@@ -3,6 +3,7 @@ package array
 import (
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"opensan/gateway/block"
@@ -88,6 +89,8 @@ type AssembleConfig struct {
 	// Force starts a dirty degraded RAID5/6 anyway (mdadm --force): regions being written at the crash
 	// may hold stale parity, so the missing member's data there may read back wrong.
 	Force bool
+	// SyncRate bounds the background resync and rebuilds.
+	SyncRate SyncRate
 }
 
 // readUnaligned reads len(p) bytes at off from d, going through whole logical blocks.
@@ -126,13 +129,21 @@ func AssembleSet(set *Set, cfg AssembleConfig) (*Array, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	// The newest superblock defines the array; among equals an in-sync active member's, since only those
+	// carry current bitmap bits (md reads the bitmap from in-sync members only).
+	active := func(f *Found) bool {
+		s := f.Super
+		return int(s.DevNumber) < len(s.DevRoles) && s.DevRoles[s.DevNumber] < uint16(s.RaidDisks) &&
+			s.FeatureMap&md.FeatureRecoveryOffset == 0
+	}
 	newest := set.Members[0]
 	for _, f := range set.Members[1:] {
-		if f.Super.Events > newest.Super.Events {
+		if f.Super.Events > newest.Super.Events || f.Super.Events == newest.Super.Events && active(f) && !active(newest) {
 			newest = f
 		}
 	}
 	a := &Array{sb: *newest.Super, now: cfg.Now}
+	a.SetSyncRate(cfg.SyncRate)
 	a.sb.DevRoles = append([]uint16(nil), newest.Super.DevRoles...)
 	if err := a.setup(); err != nil {
 		return nil, err
@@ -173,7 +184,7 @@ func AssembleSet(set *Set, cfg AssembleConfig) (*Array, error) {
 			}
 		}
 	}
-	a.slots = make([]*member, a.n)
+	a.slots = make([]atomic.Pointer[member], a.n)
 	var stale []*Found
 	for _, f := range set.Members {
 		s := f.Super
@@ -192,16 +203,24 @@ func AssembleSet(set *Set, cfg AssembleConfig) (*Array, error) {
 			continue
 		}
 		role := a.sb.DevRoles[s.DevNumber] // the newest view of this member's role
-		if role >= uint16(a.n) {
-			continue // spare, faulty or journal in the newest superblock
+		if role == md.RoleSpare {
+			a.spares = append(a.spares, newMember(f.Dev, s.DevNumber, s.DeviceUUID, -1))
+			continue
 		}
-		if a.slots[role] != nil {
+		if role >= uint16(a.n) {
+			continue // faulty or journal in the newest superblock
+		}
+		if a.slot(int(role)) != nil {
 			return nil, fmt.Errorf("array: two members claim slot %d", role)
 		}
+		m := newMember(f.Dev, s.DevNumber, s.DeviceUUID, int(role))
 		if s.FeatureMap&md.FeatureRecoveryOffset != 0 {
-			continue // partly rebuilt: not in sync; rebuild is not implemented yet
+			// Partly rebuilt: valid below the recovery offset; the rebuild resumes from there.
+			rows := min(int64(s.RecoveryOffset)*md.SectorSize/a.chunk, a.rows())
+			m.recovered.Store(rows)
+			m.checkpoint = rows
 		}
-		a.slots[role] = &member{dev: f.Dev, devNumber: s.DevNumber, deviceUUID: s.DeviceUUID, role: int(role)}
+		a.slots[role].Store(m)
 	}
 	if a.tooDegraded() {
 		return nil, fmt.Errorf("%w: %d of %d members present", ErrTooDegraded, a.n-a.Degraded(), a.n)
@@ -233,13 +252,13 @@ func AssembleSet(set *Set, cfg AssembleConfig) (*Array, error) {
 	for _, f := range stale {
 		if int(f.Super.DevNumber) < len(a.sb.DevRoles) && a.sb.DevRoles[f.Super.DevNumber] < uint16(a.n) {
 			role := a.sb.DevRoles[f.Super.DevNumber]
-			if a.slots[role] == nil {
+			if a.slot(int(role)) == nil {
 				a.sb.DevRoles[f.Super.DevNumber] = md.RoleFaulty
 			}
 		}
 	}
-	for i, m := range a.slots {
-		if m == nil {
+	for i := range a.slots {
+		if a.slot(i) == nil {
 			for d, r := range a.sb.DevRoles {
 				if int(r) == i {
 					a.sb.DevRoles[d] = md.RoleFaulty

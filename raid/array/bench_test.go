@@ -37,7 +37,7 @@ func benchArray(b *testing.B, level, n int, degraded, write bool) {
 	}
 	if degraded {
 		a.meta.Lock()
-		a.slots[0].faulty.Store(true)
+		a.slot(0).faulty.Store(true)
 		a.failedLocked(nil)
 		a.meta.Unlock()
 	}

@@ -104,10 +104,7 @@ func (a *Array) endWrite(u int64) {
 // writeBitmapLocked writes the bitmap (header and bits) to every working member and flushes them. It
 // returns the members that failed, for the caller to fail once it released intent.mu.
 func (a *Array) writeBitmapLocked() (who []*member, errs []error) {
-	for _, m := range a.slots {
-		if m == nil || m.faulty.Load() {
-			continue
-		}
+	for _, m := range a.live() {
 		err := a.writeMemberBitmap(m, a.eventsForBitmap())
 		if err == nil {
 			err = m.dev.Flush()
@@ -185,11 +182,9 @@ func (a *Array) clearIdleBits(all bool) {
 	var who []*member
 	var errs []error
 	// Data and parity under these bits must be stable before the bits go.
-	for _, m := range a.slots {
-		if m != nil && !m.faulty.Load() {
-			if err := m.dev.Flush(); err != nil {
-				who, errs = append(who, m), append(errs, err)
-			}
+	for _, m := range a.live() {
+		if err := m.dev.Flush(); err != nil {
+			who, errs = append(who, m), append(errs, err)
 		}
 	}
 	for _, b := range cleared {

@@ -138,7 +138,7 @@ func TestMdadmExamineDegraded(t *testing.T) {
 	}
 	a.WaitSync()
 	a.meta.Lock()
-	a.slots[2].faulty.Store(true)
+	a.slot(2).faulty.Store(true)
 	if err := a.failedLocked(nil); err != nil {
 		t.Fatal(err)
 	}

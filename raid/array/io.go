@@ -61,12 +61,29 @@ func (a *Array) failOps(ops []memOp) (bool, error) {
 	return failed, nil
 }
 
-func (a *Array) working(role int) *member {
-	m := a.slots[role]
-	if m == nil || m.faulty.Load() {
+// working returns the member of slot role if it is working and holds valid data at row (a stripe for
+// RAID5/6, a member chunk for RAID10, a 64 KiB block for RAID1): nil for a missing or failed member, and
+// for a member being rebuilt that has not reached row yet.
+func (a *Array) working(role int, row int64) *member {
+	m := a.slot(role)
+	if m == nil || m.faulty.Load() || m.recovered.Load() <= row {
 		return nil
 	}
 	return m
+}
+
+// rowOf is the row of a member byte offset.
+func (a *Array) rowOf(off int64) int64 { return (off - a.dataOffset) / a.chunk }
+
+// degradedAt is the number of slots without valid data at row.
+func (a *Array) degradedAt(row int64) int {
+	d := 0
+	for i := range a.slots {
+		if a.working(i, row) == nil {
+			d++
+		}
+	}
+	return d
 }
 
 func (a *Array) check(op string, n int, off int64) error {
@@ -97,6 +114,7 @@ func (a *Array) ReadAt(p []byte, off int64) (int, error) {
 	if err := a.check("read", len(p), off); err != nil {
 		return 0, err
 	}
+	a.foreground.Add(1)
 	if err := a.rw(p, off, false, false); err != nil {
 		return 0, a.wrap("read", len(p), off, err)
 	}
@@ -113,6 +131,7 @@ func (a *Array) write(p []byte, off int64, fua bool) (int, error) {
 	if err := a.check("write", len(p), off); err != nil {
 		return 0, err
 	}
+	a.foreground.Add(1)
 	if err := a.markDirty(); err != nil {
 		return 0, a.wrap("write", len(p), off, err)
 	}
@@ -239,7 +258,7 @@ func (a *Array) mirrorIO(c, in int64, buf []byte, write, fua bool) error {
 		}
 		for i := range locs {
 			l := locs[(start+i)%len(locs)]
-			m := a.working(int(l[0]))
+			m := a.working(int(l[0]), a.rowOf(l[1]))
 			if m == nil {
 				continue
 			}
@@ -262,7 +281,7 @@ func (a *Array) mirrorIO(c, in int64, buf []byte, write, fua bool) error {
 	defer a.endWrite(c)
 	ops := make([]memOp, 0, len(locs))
 	for _, l := range locs {
-		if m := a.working(int(l[0])); m != nil {
+		if m := a.working(int(l[0]), a.rowOf(l[1])); m != nil {
 			ops = append(ops, memOp{m: m, buf: buf, off: l[1] + in, write: true, fua: fua})
 		}
 	}
@@ -313,7 +332,7 @@ func (a *Array) stripeRead(s int64, pieces []piece) error {
 	ops := make([]memOp, 0, len(pieces))
 	idx := make([]int, 0, len(pieces))
 	for i, pc := range pieces {
-		if m := a.working(data[pc.k]); m != nil {
+		if m := a.working(data[pc.k], s); m != nil {
 			ops = append(ops, memOp{m: m, buf: pc.buf, off: base + pc.lo})
 			idx = append(idx, i)
 		} else {
@@ -366,7 +385,7 @@ func (a *Array) readStripe(s, lo, hi int64, need []bool, owned *[][]byte) ([][]b
 		shards := make([][]byte, len(roles))
 		missing := false
 		for _, r := range roles {
-			if a.working(r) == nil {
+			if a.working(r, s) == nil {
 				missing = true
 			}
 		}
@@ -375,7 +394,7 @@ func (a *Array) readStripe(s, lo, hi int64, need []bool, owned *[][]byte) ([][]b
 			if need != nil && !need[i] && !missing {
 				continue
 			}
-			if m := a.working(r); m != nil {
+			if m := a.working(r, s); m != nil {
 				shards[i] = a.getBuf(hi-lo, owned)
 				ops = append(ops, memOp{m: m, buf: shards[i], off: base + lo})
 			}
@@ -435,7 +454,7 @@ func (a *Array) stripeWrite(s int64, pieces []piece, fua bool) error {
 	}
 	rmwReads := nTouched + np
 	rcwReads := nd - nCovered
-	degraded := a.Degraded() > 0
+	degraded := a.degradedAt(s) > 0
 	synced := a.unitInSync(s)
 
 	var shards [][]byte
@@ -465,7 +484,7 @@ func (a *Array) stripeWrite(s int64, pieces []piece, fua bool) error {
 		if err != nil {
 			return err
 		}
-		if a.Degraded() > 0 { // a member failed while reading: start again on the degraded path
+		if a.degradedAt(s) > 0 { // a member failed while reading: start again on the degraded path
 			return a.stripeWriteLocked(s, pieces, fua, lo, hi)
 		}
 		// Update parity for each touched data shard: old -> new.
@@ -539,7 +558,7 @@ func (a *Array) writeShards(s int64, shards [][]byte, touched []bool, lo int64, 
 		if i < a.dataDisks && !touched[i] {
 			continue
 		}
-		if m := a.working(r); m != nil {
+		if m := a.working(r, s); m != nil {
 			ops = append(ops, memOp{m: m, buf: shards[i], off: base + lo, write: true, fua: fua})
 		}
 	}

@@ -7,26 +7,35 @@ import (
 // resync brings redundancy in line with the data, unit by unit from syncedStripes on: parity recomputed
 // from the data (RAID5/6), the first copy copied over the others (RAID1/10). It runs in the background
 // after Create and after an unclean stop; writes meanwhile are safe (reconstruct-write above the
-// position). Close stops it; the array then stays dirty and the next assembly starts over.
-func (a *Array) resync() {
-	defer close(a.resyncDone)
+// position). Close stops it; the array then stays dirty and the next assembly starts over. It runs on
+// the sync worker and returns false when it was stopped or the array went down.
+func (a *Array) resync() bool {
 	total := a.stripes()
+	pace := a.newPacer()
+	unitBytes := a.chunk * int64(a.n) // every member's share of a unit is read or written
+	if a.level == md.LevelRAID10 {
+		unitBytes = 2 * a.chunk
+	}
+	a.progress.set(ActionResync, a.syncedStripes.Load(), total, unitBytes)
+	defer a.progress.set(ActionIdle, 0, 0, 0)
 	for u := a.syncedStripes.Load(); u < total; u++ {
-		select {
-		case <-a.resyncStop:
-			return
-		default:
+		if a.stopping() || a.down.Load() {
+			return false
 		}
 		if a.unitInSync(u) {
 			a.syncedStripes.Store(u + 1)
+			a.progress.done.Store(u + 1)
 			continue // its bitmap bits are clear: nothing was in flight there
 		}
 		if err := a.resyncUnit(u); err != nil {
-			return // the array went down; I/O reports it
+			return false // the array went down; I/O reports it
 		}
 		a.resynced.Add(1)
 		a.syncedStripes.Store(u + 1)
+		a.progress.done.Store(u + 1)
+		pace.pace(unitBytes)
 	}
+	return true
 }
 
 // needSync reports whether the regions under bitmap bit b need the running resync.
@@ -82,7 +91,7 @@ func (a *Array) resyncUnit(u int64) error {
 		for {
 			src := -1
 			for i, l := range locs {
-				if m := a.working(int(l[0])); m != nil {
+				if m := a.working(int(l[0]), a.rowOf(l[1])); m != nil {
 					if _, err := m.dev.ReadAt(buf, l[1]); err != nil {
 						if ferr := a.fail(m, err); ferr != nil {
 							return ferr
@@ -98,7 +107,7 @@ func (a *Array) resyncUnit(u int64) error {
 			}
 			var ops []memOp
 			for i, l := range locs {
-				if m := a.working(int(l[0])); m != nil && i != src {
+				if m := a.working(int(l[0]), a.rowOf(l[1])); m != nil && i != src {
 					ops = append(ops, memOp{m: m, buf: buf, off: l[1], write: true})
 				}
 			}
@@ -113,9 +122,6 @@ func (a *Array) resyncUnit(u int64) error {
 	}
 	return nil
 }
-
-// WaitSync blocks until the background sync has finished (or was stopped by Close).
-func (a *Array) WaitSync() { <-a.resyncDone }
 
 // InSync reports whether the redundancy of the whole array matches its data.
 func (a *Array) InSync() bool { return a.syncedStripes.Load() >= a.stripes() }
