@@ -239,3 +239,63 @@ func TestMdadmExamineBitmap(t *testing.T) {
 		t.Errorf("running array not active:\n%s", e)
 	}
 }
+
+// TestMdadmExamineSpareAndRecovery: mdadm reads a hot spare's superblock as a spare, and a member whose
+// rebuild was interrupted as active in its slot with the recovery offset we recorded.
+func TestMdadmExamineSpareAndRecovery(t *testing.T) {
+	mdadm, err := exec.LookPath("mdadm")
+	if err != nil {
+		t.Fatal("mdadm not installed: apt-get install mdadm")
+	}
+	dir := t.TempDir()
+	var paths []string
+	var devs []block.Device
+	for i := range 5 {
+		p := filepath.Join(dir, fmt.Sprintf("m%d", i))
+		os.WriteFile(p, nil, 0o644)
+		os.Truncate(p, 40<<20)
+		f, err := block.OpenFile(p, block.FileOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		paths, devs = append(paths, p), append(devs, f)
+	}
+	// RAID5 of 3 with a spare; the fifth file is added later as a replacement.
+	a, err := Create(devs[:4], CreateConfig{Level: md.LevelRAID5, Name: "qa:spare", Spares: 1, Bitmap: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.WaitSync()
+	examine := func(p string) string {
+		out, err := exec.Command(mdadm, "--examine", p).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		if !regexp.MustCompile(`Checksum : [0-9a-f]+ - correct`).Match(out) {
+			t.Errorf("%s: checksum not correct:\n%s", p, out)
+		}
+		return string(out)
+	}
+	if s := examine(paths[3]); !strings.Contains(s, "Device Role : spare") {
+		t.Errorf("spare:\n%s", s)
+	}
+	// Slot 1 fails; the spare takes it and is rebuilt slowly enough to be interrupted.
+	a.SetSyncRate(SyncRate{Min: 4 << 20, Max: 4 << 20})
+	a.fail(a.slot(1), fmt.Errorf("test: member 1 pulled"))
+	deadline := time.Now().Add(20 * time.Second)
+	for a.Status().Done < 2<<20 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s := examine(paths[3])
+	m := regexp.MustCompile(`Recovery Offset : (\d+) sectors`).FindStringSubmatch(s)
+	if !strings.Contains(s, "Device Role : Active device 1") || m == nil || m[1] == "0" {
+		t.Errorf("member being rebuilt:\n%s", s)
+	}
+	if s := examine(paths[0]); !strings.Contains(s, "Array State : AAA ") {
+		t.Errorf("survivor (mdadm shows a recovering member as active):\n%s", s)
+	}
+}
