@@ -306,3 +306,67 @@ func TestRepair(t *testing.T) {
 		})
 	}
 }
+
+// TestRandomFailuresWithSpares: members vanish at random points of a random workload, as many as the
+// level survives (two for RAID6, in different pairs for RAID10), and spares take their places, one of
+// them failing during its own rebuild; reads always match the model, and once the rebuilds are done
+// the array is whole and scrubs clean.
+func TestRandomFailuresWithSpares(t *testing.T) {
+	cases := []struct{ level, n, fails int }{
+		{md.LevelRAID1, 3, 2}, {md.LevelRAID5, 4, 1}, {md.LevelRAID6, 5, 2}, {md.LevelRAID10, 4, 2}, {md.LevelRAID10, 6, 2},
+	}
+	for _, tc := range cases {
+		for seed := range uint64(2) {
+			t.Run(fmt.Sprintf("raid%d-%d-seed%d", tc.level, tc.n, seed), func(t *testing.T) {
+				r := rand.New(rand.NewPCG(seed, uint64(tc.level*10+tc.n)))
+				spares := tc.fails + 1 // one spare fails while it is rebuilt
+				devs := memDevs(tc.n+spares, rebuildMember, 512)
+				fs := make([]*disktest.Faulty, len(devs))
+				for i := range devs {
+					fs[i] = disktest.NewFaulty(devs[i], fmt.Sprint(i))
+					devs[i] = fs[i]
+				}
+				a, err := Create(devs, CreateConfig{Level: tc.level, Chunk: testChunk, Name: "test:faults", Now: fixedClock,
+					DataOffset: 64 << 10, Spares: spares, Bitmap: seed%2 == 1, BitmapChunk: 256 << 10})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer a.Close()
+				a.WaitSync()
+				// Victims: distinct slots; for RAID10 slot 0 and a slot of another pair.
+				victims := r.Perm(tc.n)[:tc.fails]
+				if tc.level == md.LevelRAID10 {
+					victims = []int{0, 2 + r.IntN(tc.n-2)}
+				}
+				for _, v := range victims {
+					fs[v].Inject(disktest.Fault{Op: disktest.OpWrite, Skip: 20 + r.IntN(300), Vanish: true})
+				}
+				// The first spare dies a little into its rebuild (every spare writes only after it is taken).
+				fs[tc.n].Inject(disktest.Fault{Op: disktest.OpWrite, From: 64 << 10, Skip: 10 + r.IntN(20), Vanish: true})
+				m := make(model, a.Size())
+				for range 600 {
+					randomIO(t, r, a, m, 64<<10)
+				}
+				a.WaitSync()
+				st := a.Status()
+				if st.Degraded != 0 || st.State != "clean" {
+					t.Fatalf("after the rebuilds: %+v", st)
+				}
+				for _, v := range victims {
+					if st.Members[v].DevNumber == uint32(v) {
+						t.Fatalf("victim %d was never replaced: %+v", v, st)
+					}
+				}
+				for _, ms := range st.Members {
+					if ms.DevNumber == uint32(tc.n) {
+						t.Fatalf("the spare that fails during its rebuild is still in the array: %+v", st)
+					}
+				}
+				verifyAll(t, a, m)
+				if bad, err := a.Check(); err != nil || bad != 0 {
+					t.Fatalf("check after the rebuilds: %d mismatches, %v", bad, err)
+				}
+			})
+		}
+	}
+}
