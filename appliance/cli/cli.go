@@ -21,6 +21,7 @@ type command struct {
 
 var commands = []command{
 	{"serve", "export files or block devices as LUNs of one iSCSI target, in the foreground", runServe},
+	{"array", "create, examine and check md RAID arrays on member disks (offline)", runArray},
 	{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
 		_, err := fmt.Fprintln(stdout, "gatewayd", Version)
 		return err

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -29,7 +30,9 @@ const shutdownGrace = 10 * time.Second
 const serveUsage = `usage: gatewayd serve [flags] BACKING...
 
 Exports each BACKING as LUN 0, 1, ... of one iSCSI target and serves it in the foreground until SIGINT or
-SIGTERM. A BACKING is a file or block device path, or mem:SIZE for a RAM disk (SIZE like 512M, 1G).
+SIGTERM. A BACKING is a file or block device path, mem:SIZE for a RAM disk (SIZE like 512M, 1G), or
+md:MEMBER,MEMBER,... for an md array assembled from those members (see gatewayd array), stopped cleanly at
+exit.
 
 flags:
 `
@@ -87,19 +90,28 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 	target := scsi.NewTarget(o.iqn)
 	var devices []block.Device
-	defer func() {
+	// closeDevices stops the arrays (clean superblocks) and closes every backing.
+	closeDevices := func() error {
+		var errs []error
 		for _, d := range devices {
-			d.Close()
+			errs = append(errs, d.Close())
 		}
-	}()
+		devices = nil
+		return errors.Join(errs...)
+	}
+	defer closeDevices()
 	for i, spec := range fs.Args() {
-		dev, err := openBacking(spec, o)
+		dev, err := openBacking(spec, o, log)
 		if err != nil {
 			return err
 		}
 		devices = append(devices, dev)
 		lun := uint64(i)
-		if err := target.AddLU(lun, scsi.LUConfig{Device: dev, ReadOnly: o.readOnly, Serial: serialFor(o.iqn, lun, spec)}); err != nil {
+		serial := serialFor(o.iqn, lun, spec)
+		if a, ok := dev.(*mdArray); ok {
+			serial = serialFor(o.iqn, lun, "md:"+formatUUID(a.UUID())) // the same whatever the members' paths
+		}
+		if err := target.AddLU(lun, scsi.LUConfig{Device: dev, ReadOnly: o.readOnly, Serial: serial}); err != nil {
 			return fmt.Errorf("LUN %d (%s): %w", lun, spec, err)
 		}
 		log.Info("LUN", "lun", lun, "backing", spec, "bytes", dev.Size(), "block_size", dev.LogicalBlockSize(), "read_only", o.readOnly)
@@ -155,6 +167,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := target.Close(); err != nil {
 		return fmt.Errorf("flushing: %w", err)
 	}
+	if err := closeDevices(); err != nil {
+		return fmt.Errorf("closing: %w", err)
+	}
 	if failed != nil && !errors.Is(failed, iscsi.ErrServerClosed) {
 		return failed
 	}
@@ -187,8 +202,8 @@ func parseCHAP(chap, mutual string) (*iscsi.CHAPConfig, error) {
 	return cfg, nil
 }
 
-// openBacking opens a file, a block device or a mem:SIZE RAM disk.
-func openBacking(spec string, o serveOptions) (block.Device, error) {
+// openBacking opens a file, a block device, a mem:SIZE RAM disk or an md:MEMBER,... array.
+func openBacking(spec string, o serveOptions, log *slog.Logger) (block.Device, error) {
 	if size, ok := strings.CutPrefix(spec, "mem:"); ok {
 		n, err := parseSize(size)
 		if err != nil {
@@ -202,6 +217,23 @@ func openBacking(spec string, o serveOptions) (block.Device, error) {
 			return nil, usagef("%s: smaller than one %d-byte block", spec, bs)
 		}
 		return block.NewMemory(n, bs), nil
+	}
+	if list, ok := strings.CutPrefix(spec, "md:"); ok {
+		paths := strings.Split(list, ",")
+		if slices.Contains(paths, "") {
+			return nil, usagef("%s: want md:MEMBER,MEMBER,... with no empty member", spec)
+		}
+		// Members are opened read-write even with --read-only: assembling and stopping an array writes
+		// its superblocks; --read-only protects the data the initiators see.
+		a, warnings, err := assemble(paths, block.FileOptions{Direct: o.direct, LogicalBlockSize: o.blockSize})
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", spec, err)
+		}
+		for _, w := range warnings {
+			log.Warn(w, "backing", spec)
+		}
+		log.Info("array", "backing", spec, "uuid", formatUUID(a.UUID()), "geometry", describeGeometry(a.Array), "in_sync", a.InSync())
+		return a, nil
 	}
 	return block.OpenFile(spec, block.FileOptions{ReadOnly: o.readOnly, Direct: o.direct, LogicalBlockSize: o.blockSize})
 }
@@ -248,7 +280,7 @@ func defaultIQN() string {
 
 // serialFor derives a unit serial number that is stable for the same target, LUN and backing path.
 func serialFor(iqn string, lun uint64, spec string) string {
-	if abs, err := filepath.Abs(spec); err == nil && !strings.HasPrefix(spec, "mem:") {
+	if abs, err := filepath.Abs(spec); err == nil && !strings.HasPrefix(spec, "mem:") && !strings.HasPrefix(spec, "md:") {
 		spec = abs
 	}
 	sum := sha256.Sum256([]byte(fmt.Sprintf("%s\x00%d\x00%s", iqn, lun, spec)))
