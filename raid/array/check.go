@@ -63,18 +63,11 @@ func (a *Array) scrubUnit(u int64, repair bool) (bool, error) {
 		if err != nil || ok || !repair {
 			return !ok, err
 		}
-		nd := a.dataDisks
-		for i := nd; i < len(shards); i++ {
-			shards[i] = a.getBuf(a.chunk, &owned)
-		}
-		if err := a.coder.Encode(shards); err != nil {
-			return true, err
-		}
 		if err := a.startWrite(u); err != nil {
 			return true, err
 		}
 		defer a.endWrite(u)
-		return true, a.writeShards(u, shards, make([]bool, nd), 0, false)
+		return true, a.rewriteParity(u, shards, &owned)
 	default:
 		var first []byte
 		var differ []memOp

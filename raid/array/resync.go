@@ -78,50 +78,60 @@ func (a *Array) resyncUnit(u int64) error {
 		if err != nil {
 			return err
 		}
-		for i := nd; i < len(shards); i++ {
-			shards[i] = a.getBuf(a.chunk, &owned)
-		}
-		if err := a.coder.Encode(shards); err != nil {
-			return err
-		}
-		return a.writeShards(u, shards, make([]bool, nd), 0, false)
+		return a.rewriteParity(u, shards, &owned)
 	case md.LevelRAID1, md.LevelRAID10:
 		buf := make([]byte, a.chunk)
-		locs := a.copies(u)
-		for {
-			src := -1
-			for i, l := range locs {
-				if m := a.working(int(l[0]), a.rowOf(l[1])); m != nil {
-					if _, err := m.dev.ReadAt(buf, l[1]); err != nil {
-						if ferr := a.fail(m, err); ferr != nil {
-							return ferr
-						}
-						continue
-					}
-					src = i
-					break
-				}
-			}
-			if src < 0 {
-				return ErrFailed
-			}
-			var ops []memOp
-			for i, l := range locs {
-				if m := a.working(int(l[0]), a.rowOf(l[1])); m != nil && i != src {
-					ops = append(ops, memOp{m: m, buf: buf, off: l[1], write: true})
-				}
-			}
-			if len(ops) > 0 {
-				run(ops)
-				if _, err := a.failOps(ops); err != nil {
-					return err
-				}
-			}
-			return nil
+		src, err := a.readCopy(u, buf, -1)
+		if err != nil {
+			return err
 		}
+		var ops []memOp
+		for i, l := range a.copies(u) {
+			if m := a.working(int(l[0]), a.rowOf(l[1])); m != nil && i != src {
+				ops = append(ops, memOp{m: m, buf: buf, off: l[1], write: true})
+			}
+		}
+		if len(ops) > 0 {
+			run(ops)
+			if _, err := a.failOps(ops); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	return nil
 }
 
 // InSync reports whether the redundancy of the whole array matches its data.
 func (a *Array) InSync() bool { return a.syncedStripes.Load() >= a.stripes() }
+
+// readCopy reads chunk c of a RAID1/10 array into buf (a whole chunk) from the first working copy not on
+// slot skip, failing members whose reads fail. It returns the index of the copy in copies(c).
+func (a *Array) readCopy(c int64, buf []byte, skip int) (int, error) {
+	for i, l := range a.copies(c) {
+		m := a.working(int(l[0]), a.rowOf(l[1]))
+		if m == nil || int(l[0]) == skip {
+			continue
+		}
+		if _, err := m.dev.ReadAt(buf, l[1]); err != nil {
+			if ferr := a.fail(m, err); ferr != nil {
+				return -1, ferr
+			}
+			continue
+		}
+		return i, nil
+	}
+	return -1, ErrFailed
+}
+
+// rewriteParity computes stripe u's parity from the data shards (whole chunks) and writes it.
+func (a *Array) rewriteParity(u int64, shards [][]byte, owned *[][]byte) error {
+	nd := a.dataDisks
+	for i := nd; i < len(shards); i++ {
+		shards[i] = a.getBuf(a.chunk, owned)
+	}
+	if err := a.coder.Encode(shards); err != nil {
+		return err
+	}
+	return a.writeShards(u, shards, make([]bool, nd), 0, false)
+}

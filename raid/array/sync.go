@@ -417,34 +417,14 @@ func (a *Array) rebuildRow(m *member, r int64) error {
 		mu.Lock()
 		defer mu.Unlock()
 		buf := make([]byte, a.chunk)
-		for {
-			src := -1
-			for i, l := range a.copies(c) {
-				if int(l[0]) == m.role {
-					continue
-				}
-				s := a.working(int(l[0]), a.rowOf(l[1]))
-				if s == nil {
-					continue
-				}
-				if _, err := s.dev.ReadAt(buf, l[1]); err != nil {
-					if ferr := a.fail(s, err); ferr != nil {
-						return ferr
-					}
-					continue
-				}
-				src = i
-				break
-			}
-			if src < 0 {
-				return a.failRebuild(m, fmt.Errorf("%w: no copy of chunk %d left to rebuild from", ErrFailed, c))
-			}
-			if _, err := m.dev.WriteAt(buf, off); err != nil {
-				return a.failRebuild(m, err)
-			}
-			m.recovered.Store(r + 1)
-			return nil
+		if _, err := a.readCopy(c, buf, m.role); err != nil {
+			return a.failRebuild(m, fmt.Errorf("chunk %d: %w", c, err))
 		}
+		if _, err := m.dev.WriteAt(buf, off); err != nil {
+			return a.failRebuild(m, err)
+		}
+		m.recovered.Store(r + 1)
+		return nil
 	}
 	return fmt.Errorf("array: raid%d cannot rebuild", a.level)
 }
