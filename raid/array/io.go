@@ -19,7 +19,7 @@ type memOp struct {
 	err   error
 }
 
-// run performs ops in parallel (in place when there is one).
+// run performs ops in parallel: all but the first on goroutines of their own, the first in place.
 func run(ops []memOp) {
 	do := func(o *memOp) {
 		switch {
@@ -36,13 +36,14 @@ func run(ops []memOp) {
 		return
 	}
 	var wg sync.WaitGroup
-	for i := range ops {
+	for i := 1; i < len(ops); i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			do(&ops[i])
 		}()
 	}
+	do(&ops[0])
 	wg.Wait()
 }
 
