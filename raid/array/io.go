@@ -31,8 +31,7 @@ func run(ops []memOp) {
 			_, o.err = o.m.dev.WriteAt(o.buf, o.off)
 		}
 	}
-	if len(ops) == 1 {
-		do(&ops[0])
+	if len(ops) == 0 {
 		return
 	}
 	var wg sync.WaitGroup
