@@ -3,7 +3,7 @@
 #   ./build.sh bin     build out/bin/gatewayd
 #   ./build.sh run     build, then serve a demo disk (until the image issue lands: on this host, not in QEMU)
 #   ./build.sh test    everything CI runs: format, vet, unit tests (-race), fuzzing, qa suites on real peers
-#   ./build.sh bench   benchmarks against tgt, written to BENCHMARKS.md
+#   ./build.sh bench   benchmarks against tgt and ISA-L, written to BENCHMARKS.md (flags go to qa/bench: -quick, -groups)
 #   ./build.sh image   the bootable image (not there yet)
 # test and bench install what they need (Debian packages as root, Go modules) on a fresh Debian machine.
 set -euo pipefail
@@ -95,11 +95,16 @@ cmd_test() {
 	log "all tests passed"
 }
 
+# Debian packages only the bench needs: Intel ISA-L, the parity figures' peer, which qa/bench/isal calls
+# through cgo (build tag isal), and the C toolchain cgo builds it with.
+BENCH_PACKAGES=(libisal-dev gcc libc6-dev)
+
+# cmd_bench passes its arguments on to the bench: ./build.sh bench -quick, ./build.sh bench -groups raid-parity.
 cmd_bench() {
 	need_go
-	install_packages "${QA_PACKAGES[@]}"
+	install_packages "${QA_PACKAGES[@]}" "${BENCH_PACKAGES[@]}"
 	build_bin
-	go run ./qa/bench -gatewayd "$top/out/bin/gatewayd" -out BENCHMARKS.md
+	CGO_ENABLED=1 go run -tags isal ./qa/bench -gatewayd "$top/out/bin/gatewayd" -out BENCHMARKS.md "$@"
 }
 
 cmd_run() {
@@ -117,7 +122,7 @@ case "${1:-}" in
 bin) build_bin ;;
 run) cmd_run ;;
 test) cmd_test ;;
-bench) cmd_bench ;;
+bench) shift; cmd_bench "$@" ;;
 image) die "image: the bootable appliance image is not built yet (it arrives with the image issue)" ;;
 *) echo "usage: ./build.sh bin|run|test|bench|image" >&2; exit 2 ;;
 esac

@@ -159,6 +159,8 @@ func TestGoalCells(t *testing.T) {
 		{row([]float64{71}, []float64{50}, Goal{Ours: 70}), "gatewayd ≥ 70.0 IOPS", "yes"},
 		{row([]float64{69}, []float64{90}, Goal{Ours: 70}), "gatewayd ≥ 70.0 IOPS", "**no**"},
 		{row([]float64{1}, []float64{2}, Goal{}), "—", ""},
+		{row([]float64{65}, []float64{100}, Goal{Ratio: 0.8 * 4 / 5}), "≥ 0.64x", "yes"},
+		{row([]float64{2}, []float64{1}, Goal{Ratio: 2}), "≥ 2x", "yes"},
 	} {
 		goal, met := c.r.goalCells("gatewayd")
 		if goal != c.goal || met != c.met {

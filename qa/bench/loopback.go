@@ -38,36 +38,40 @@ type figure struct {
 
 // iscsiFigures are the figures of every iSCSI target comparison.
 func iscsiFigures(lunSize int64, seqDepth int) []*figure {
-	step := strconv.FormatInt(scatterStep(lunSize, smallIO), 10)
-	rand := func(name string, depth int, write bool, goal Goal) *figure {
-		warm := 2000 // about 0.1 to 0.5 s at QD 1
-		if depth > 1 {
-			warm = 10000
-		}
-		args := []string{"-d", strconv.Itoa(depth), "-s", strconv.Itoa(smallIO), "-S", step}
-		if write {
-			args = append(args, "-w")
-		}
-		return &figure{name: name, unit: "IOPS", goal: goal, warmCount: warm, measure: qemuImgBench(args, smallIO, false)}
-	}
-	seq := func(name string, write bool, goal Goal) *figure {
-		args := []string{"-d", strconv.Itoa(seqDepth), "-s", strconv.Itoa(largeIO)}
-		if write {
-			args = append(args, "-w")
-		}
-		return &figure{name: name, unit: "MiB/s", goal: goal, warmCount: 200, measure: qemuImgBench(args, largeIO, true)}
-	}
 	return []*figure{
-		rand("4 KiB random read, QD 1", 1, false, Goal{}),
-		rand("4 KiB random write, QD 1", 1, true, Goal{}),
-		rand("4 KiB random read, QD 32", 32, false, Goal{Ratio: 1.5}),
-		rand("4 KiB random write, QD 32", 32, true, Goal{Ratio: 1.5}),
+		randFigure("4 KiB random read, QD 1", lunSize, 1, false, Goal{}),
+		randFigure("4 KiB random write, QD 1", lunSize, 1, true, Goal{}),
+		randFigure("4 KiB random read, QD 32", lunSize, 32, false, Goal{Ratio: 1.5}),
+		randFigure("4 KiB random write, QD 32", lunSize, 32, true, Goal{Ratio: 1.5}),
 		{name: "4 KiB random read, QD 32 (iscsi-perf)", unit: "IOPS", goal: Goal{Ratio: 1.5}, measure: iscsiPerf(32, smallIO, true)},
 		{name: fmt.Sprintf("1 MiB sequential read, QD %d (iscsi-perf)", seqDepth), unit: "MiB/s", goal: Goal{Ratio: 1.3}, measure: iscsiPerf(seqDepth, largeIO, false)},
 		// The last two figures stay the qemu-img 1 MiB ones: loopbackGroup sets the read against iperf3.
-		seq(fmt.Sprintf("1 MiB sequential read, QD %d", seqDepth), false, Goal{Ratio: 1.3}),
-		seq(fmt.Sprintf("1 MiB sequential write, QD %d", seqDepth), true, Goal{Ratio: 1.3}),
+		seqFigure(fmt.Sprintf("1 MiB sequential read, QD %d", seqDepth), seqDepth, false, Goal{Ratio: 1.3}),
+		seqFigure(fmt.Sprintf("1 MiB sequential write, QD %d", seqDepth), seqDepth, true, Goal{Ratio: 1.3}),
 	}
+}
+
+// randFigure is a 4 KiB scattered read or write figure of `qemu-img bench` at queue depth depth on a LUN of
+// lunSize bytes, in IOPS.
+func randFigure(name string, lunSize int64, depth int, write bool, goal Goal) *figure {
+	warm := 2000 // about 0.1 to 0.5 s at QD 1
+	if depth > 1 {
+		warm = 10000
+	}
+	args := []string{"-d", strconv.Itoa(depth), "-s", strconv.Itoa(smallIO), "-S", strconv.FormatInt(scatterStep(lunSize, smallIO), 10)}
+	if write {
+		args = append(args, "-w")
+	}
+	return &figure{name: name, unit: "IOPS", goal: goal, warmCount: warm, measure: qemuImgBench(args, smallIO, false)}
+}
+
+// seqFigure is a 1 MiB sequential read or write figure of `qemu-img bench` at queue depth depth, in MiB/s.
+func seqFigure(name string, depth int, write bool, goal Goal) *figure {
+	args := []string{"-d", strconv.Itoa(depth), "-s", strconv.Itoa(largeIO)}
+	if write {
+		args = append(args, "-w")
+	}
+	return &figure{name: name, unit: "MiB/s", goal: goal, warmCount: 200, measure: qemuImgBench(args, largeIO, true)}
 }
 
 // scatterStep returns the byte step for `qemu-img bench -S` that makes its offsets jump all over a LUN of
@@ -384,21 +388,30 @@ func (c *comparison) run(ctx context.Context, b *Bench, t *Table) ([]Row, error)
 func peakMemory(targets ...*target) []string {
 	var parts []string
 	for _, t := range targets {
-		if t == nil || t.d.exited() {
-			continue
-		}
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", t.d.cmd.Process.Pid))
-		if err != nil {
-			continue
-		}
-		if kb, err := statusKB(string(b), "VmHWM"); err == nil {
-			parts = append(parts, fmt.Sprintf("%s %.1f MiB", t.Name, float64(kb)/1024))
+		if p := peakPart(t); p != "" {
+			parts = append(parts, p)
 		}
 	}
 	if len(parts) == 0 {
 		return nil
 	}
 	return []string{"Peak resident set (VmHWM) after the runs: " + strings.Join(parts, ", ") + "."}
+}
+
+// peakPart returns "NAME 12.3 MiB", the peak resident set of a running target, or "".
+func peakPart(t *target) string {
+	if t == nil || t.d.exited() {
+		return ""
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", t.d.cmd.Process.Pid))
+	if err != nil {
+		return ""
+	}
+	kb, err := statusKB(string(b), "VmHWM")
+	if err != nil {
+		return ""
+	}
+	return fmt.Sprintf("%s %.1f MiB", t.Name, float64(kb)/1024)
 }
 
 // perSecond converts a measured figure back to requests per second (the unit of -c counts).

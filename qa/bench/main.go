@@ -1,9 +1,12 @@
 // Command bench measures gatewayd side by side with reference peers and writes BENCHMARKS.md.
 //
-//	go run ./qa/bench -out BENCHMARKS.md     # about 4 minutes on 2 cores; -quick for a 1-minute smoke run
+//	go run -tags isal ./qa/bench -out BENCHMARKS.md   # about 7 minutes on 2 cores; -quick for a smoke run
+//	go run ./qa/bench -groups raid-parity,raid-array -out /tmp/x.md
 //
 // It needs, from Debian: tgt (the peer), qemu-utils and qemu-block-extra (qemu-img bench over libiscsi),
-// libiscsi-bin (iscsi-perf, iscsi-readcapacity16) and iperf3, and it writes its LUN files to /dev/shm.
+// libiscsi-bin (iscsi-perf, iscsi-readcapacity16) and iperf3, and it writes its LUN files to /dev/shm. The
+// parity figures' peer, Intel ISA-L, is called through cgo and built in only with the isal build tag
+// (libisal-dev and a C compiler; see qa/bench/isal); without it ISA-L's column reads as failed.
 // It builds ./cmd/gatewayd itself unless -gatewayd names a binary. The exit status is 1 when a group
 // failed or a figure could not be measured on some system; missed goals are in the report, not the status.
 //
@@ -26,15 +29,22 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
+
+	"opensan/qa/bench/isal"
 )
 
 // groups lists the figure groups in report order. A group measures everything it needs (it starts and
 // stops its own daemons) and returns its table; a failed group is reported as such and the others still run.
 var groups = []Group{
 	{Name: "iscsi-loopback", Run: loopbackGroup},
+	{Name: "raid-parity", Run: parityGroup},
+	{Name: "raid-array", Run: arrayGroup},
+	{Name: "raid-rebuild", Run: rebuildGroup},
+	{Name: "raid-iscsi", Run: raidISCSIGroup},
 }
 
 // Group is one set of figures that share a setup.
@@ -79,7 +89,7 @@ func main() {
 	size := flag.Int64("size-mib", 1024, "size of each backing file in /dev/shm, `MiB`")
 	seqDepth := flag.Int("seq-depth", defaultSeqDepth, "queue `DEPTH` of the 1 MiB sequential figures")
 	gw := flag.String("gatewayd", "", "gatewayd binary `PATH` (default: go build ./cmd/gatewayd into a temporary directory)")
-	only := flag.String("groups", "", "comma-separated group `NAMES` to run (default all)")
+	only := flag.String("groups", "", "comma-separated group `NAMES` to run, of "+groupNames()+" (default all)")
 	quick := flag.Bool("quick", false, "smoke run: 1 round of 0.5 s per figure, 256 MiB LUNs (numbers are not meaningful)")
 	verbose := flag.Bool("v", false, "log every figure as it is measured")
 	limit := flag.Duration("max", 15*time.Minute, "stop measuring after `DURATION` and write what was measured, marked incomplete")
@@ -126,10 +136,19 @@ func main() {
 	}
 
 	rep := &Report{Started: time.Now(), Machine: describeMachine(ctx, root), Args: os.Args[1:], Rounds: b.Rounds, Secs: b.Secs}
+	if isal.Available {
+		rep.Tags = "isal"
+	}
 	want := map[string]bool{}
 	for _, g := range strings.Split(*only, ",") {
 		if g != "" {
 			want[g] = true
+		}
+	}
+	for g := range want {
+		if !slices.ContainsFunc(groups, func(x Group) bool { return x.Name == g }) {
+			fmt.Fprintf(os.Stderr, "bench: -groups: no group %q; the groups are %s\n", g, groupNames())
+			os.Exit(2)
 		}
 	}
 	failed := false
@@ -180,6 +199,15 @@ func main() {
 	if failed {
 		os.Exit(1)
 	}
+}
+
+// groupNames lists the group names for messages.
+func groupNames() string {
+	names := make([]string, len(groups))
+	for i, g := range groups {
+		names[i] = g.Name
+	}
+	return strings.Join(names, ", ")
 }
 
 // moduleRoot returns the directory holding go.mod, searched upwards from the working directory.
