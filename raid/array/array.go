@@ -35,6 +35,7 @@ const (
 	bitmapOffsetSect  = 8        // sectors from the superblock to the bitmap, as mdadm
 	minBitmapChunk    = 64 << 20 // bytes per bitmap bit, mdadm's default floor for internal bitmaps
 	stripeLocks       = 1024     // size of the stripe lock table
+	bufClasses        = 30       // buffer pools: 4 KiB to 2 TiB, past the largest chunk md can describe (1 TiB)
 )
 
 // Errors.
@@ -115,7 +116,7 @@ type Array struct {
 	spares []*member                // hot spares, under meta
 
 	locks [stripeLocks]sync.Mutex
-	bufs  sync.Pool // *[]byte of chunk bytes: stripe buffers
+	bufs  [bufClasses]sync.Pool // *[]byte of 4 KiB << class bytes: stripe buffers
 
 	// syncedStripes: stripes below it are known in sync (parity or mirrors); writes above use
 	// reconstruct-write. Equal to stripes() when the array is in sync.
@@ -127,6 +128,7 @@ type Array struct {
 	rateMin       atomic.Int64  // SyncRate.Min
 	rateMax       atomic.Int64  // SyncRate.Max
 	mismatches    atomic.Int64  // found by the last scrub
+	opNanos       atomic.Int64  // moving average of a member operation's duration, ns
 	foreground    atomic.Int64  // I/Os started by users; background work slows down while it moves
 	progress      progress      // what the sync worker is doing
 

@@ -53,9 +53,9 @@ func (a *Array) scrubUnit(u int64, repair bool) (bool, error) {
 		if a.degradedAt(u) > 0 {
 			return false, nil
 		}
-		var owned [][]byte
+		var owned buffers
 		defer func() { a.putBufs(owned) }()
-		shards, err := a.readStripe(u, 0, a.chunk, nil, &owned)
+		shards, err := a.readStripe(u, 0, a.chunk, nil, nil, &owned)
 		if err != nil {
 			return false, err
 		}
@@ -96,7 +96,7 @@ func (a *Array) scrubUnit(u int64, repair bool) (bool, error) {
 			return true, err
 		}
 		defer a.endWrite(u)
-		run(differ)
+		a.run(differ)
 		_, err := a.failOps(differ)
 		return true, err
 	}

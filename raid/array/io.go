@@ -2,7 +2,9 @@ package array
 
 import (
 	"errors"
+	"math/bits"
 	"sync"
+	"time"
 
 	"opensan/gateway/block"
 	"opensan/raid/layout"
@@ -19,19 +21,24 @@ type memOp struct {
 	err   error
 }
 
-// run performs ops in parallel: all but the first on goroutines of their own, the first in place.
-func run(ops []memOp) {
-	do := func(o *memOp) {
-		switch {
-		case !o.write:
-			_, o.err = o.m.dev.ReadAt(o.buf, o.off)
-		case o.fua:
-			_, o.err = block.WriteFUA(o.m.dev, o.buf, o.off)
-		default:
-			_, o.err = o.m.dev.WriteAt(o.buf, o.off)
-		}
-	}
+// serialBelow is the average member operation time under which run does a stripe's member operations one
+// after the other: starting and waiting for a goroutine costs about a microsecond or two, more than a 4 KiB
+// copy to a RAM disk or page cache, while disks take tens of microseconds and up, and want them in parallel.
+const serialBelow = 10 * time.Microsecond
+
+// run performs ops: in parallel (all but the first on goroutines of their own, the first in place) on
+// members that take their time, one after the other on fast ones. It keeps the average time per
+// operation (a moving average over about 16 calls) to choose.
+func (a *Array) run(ops []memOp) {
 	if len(ops) == 0 {
+		return
+	}
+	start := time.Now()
+	if len(ops) == 1 || time.Duration(a.opNanos.Load()) < serialBelow {
+		for i := range ops {
+			doOp(&ops[i])
+		}
+		a.noteOpTime(time.Since(start) / time.Duration(len(ops)))
 		return
 	}
 	var wg sync.WaitGroup
@@ -39,11 +46,30 @@ func run(ops []memOp) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			do(&ops[i])
+			doOp(&ops[i])
 		}()
 	}
-	do(&ops[0])
+	doOp(&ops[0])
+	a.noteOpTime(time.Since(start))
 	wg.Wait()
+}
+
+// noteOpTime folds one member operation's duration into the moving average.
+func (a *Array) noteOpTime(d time.Duration) {
+	old := a.opNanos.Load()
+	a.opNanos.Store(old + (int64(d)-old)/16) // racy by design: a lost update only slows the average
+}
+
+// doOp performs one member operation.
+func doOp(o *memOp) {
+	switch {
+	case !o.write:
+		_, o.err = o.m.dev.ReadAt(o.buf, o.off)
+	case o.fua:
+		_, o.err = block.WriteFUA(o.m.dev, o.buf, o.off)
+	default:
+		_, o.err = o.m.dev.WriteAt(o.buf, o.off)
+	}
 }
 
 // failOps marks the members of failed ops faulty. It returns whether any failed and, if the array went
@@ -160,23 +186,29 @@ func (a *Array) Discard(off, length int64) error {
 	return nil
 }
 
-// getBuf returns an n-byte buffer (n <= chunk) from the array's pool and records it in owned.
-func (a *Array) getBuf(n int64, owned *[][]byte) []byte {
-	var b []byte
-	if v := a.bufs.Get(); v != nil {
-		b = *(v.(*[]byte))
-	} else {
-		b = make([]byte, a.chunk)
+// buffers are the pooled buffers one stripe operation took, to give back when it is done.
+type buffers []*[]byte
+
+// bufClass is the pool of buffers of 4 KiB << class bytes that holds n bytes.
+func bufClass(n int64) int { return max(0, bits.Len64(uint64(n-1))-12) }
+
+// getBuf returns an n-byte buffer (n <= chunk) from the array's pools and records it in owned. Buffers
+// come in power-of-two sizes from 4 KiB, so a 4 KiB write does not drag chunk-sized buffers around.
+func (a *Array) getBuf(n int64, owned *buffers) []byte {
+	c := bufClass(n)
+	p, _ := a.bufs[c].Get().(*[]byte)
+	if p == nil {
+		b := make([]byte, 4096<<c)
+		p = &b
 	}
-	*owned = append(*owned, b)
-	return b[:n]
+	*owned = append(*owned, p)
+	return (*p)[:n]
 }
 
 // putBufs returns buffers taken with getBuf.
-func (a *Array) putBufs(owned [][]byte) {
-	for _, b := range owned {
-		b = b[:cap(b)]
-		a.bufs.Put(&b)
+func (a *Array) putBufs(owned buffers) {
+	for _, p := range owned {
+		a.bufs[bufClass(int64(cap(*p)))].Put(p)
 	}
 }
 
@@ -288,7 +320,7 @@ func (a *Array) mirrorIO(c, in int64, buf []byte, write, fua bool) error {
 	if len(ops) == 0 {
 		return ErrFailed
 	}
-	run(ops)
+	a.run(ops)
 	if _, err := a.failOps(ops); err != nil {
 		return err
 	}
@@ -328,41 +360,53 @@ func (a *Array) shardRoles(s int64) []int {
 func (a *Array) stripeRead(s int64, pieces []piece) error {
 	data, _, _ := a.roles(s)
 	base := a.dataOffset + s*a.chunk
-	var lost []piece
-	ops := make([]memOp, 0, len(pieces))
-	idx := make([]int, 0, len(pieces))
-	for i, pc := range pieces {
-		if m := a.working(data[pc.k], s); m != nil {
-			ops = append(ops, memOp{m: m, buf: pc.buf, off: base + pc.lo})
-			idx = append(idx, i)
-		} else {
-			lost = append(lost, pc)
+	lost := pieces // a piece on a missing member: rebuild them all from the stripe at once
+	for _, pc := range pieces {
+		if a.working(data[pc.k], s) == nil {
+			goto degraded
 		}
 	}
-	run(ops)
-	for i := range ops {
-		if ops[i].err != nil {
-			if err := a.fail(ops[i].m, ops[i].err); err != nil {
-				return err
+	lost = nil
+	{
+		ops := make([]memOp, len(pieces))
+		for i, pc := range pieces {
+			ops[i] = memOp{m: a.slot(data[pc.k]), buf: pc.buf, off: base + pc.lo}
+		}
+		a.run(ops)
+		for i := range ops {
+			if ops[i].err != nil {
+				if err := a.fail(ops[i].m, ops[i].err); err != nil {
+					return err
+				}
+				lost = append(lost, pieces[i])
 			}
-			lost = append(lost, pieces[idx[i]])
+		}
+		if len(lost) == 0 {
+			return nil
 		}
 	}
-	if len(lost) == 0 {
-		return nil
-	}
+degraded:
 	mu := &a.locks[s%stripeLocks]
 	mu.Lock()
 	defer mu.Unlock()
 	lo, hi := span(lost)
-	var owned [][]byte
+	// Pieces covering the whole span are read (or rebuilt) straight into the caller's buffers.
+	dst := make([][]byte, len(a.shardRoles(s)))
+	for _, pc := range lost {
+		if pc.lo == lo && pc.hi == hi {
+			dst[pc.k] = pc.buf
+		}
+	}
+	var owned buffers
 	defer func() { a.putBufs(owned) }()
-	shards, err := a.readStripe(s, lo, hi, nil, &owned)
+	shards, err := a.readStripe(s, lo, hi, nil, dst, &owned)
 	if err != nil {
 		return err
 	}
 	for _, pc := range lost {
-		copy(pc.buf, shards[pc.k][pc.lo-lo:pc.hi-lo])
+		if sh := shards[pc.k]; &sh[0] != &pc.buf[0] { // not rebuilt in place
+			copy(pc.buf, sh[pc.lo-lo:pc.hi-lo])
+		}
 	}
 	return nil
 }
@@ -376,11 +420,18 @@ func span(pieces []piece) (lo, hi int64) {
 }
 
 // readStripe reads bytes [lo, hi) of every shard of stripe s whose need[i] is true (all when need is nil)
-// from working members and rebuilds those on failed members. The stripe lock must be held. Read errors
-// mark members faulty and the read is retried.
-func (a *Array) readStripe(s, lo, hi int64, need []bool, owned *[][]byte) ([][]byte, error) {
+// from working members and rebuilds those on failed members, into dst[i] where dst (optional) has a
+// buffer of hi-lo bytes, else into pooled buffers. The stripe lock must be held. Read errors mark
+// members faulty and the read is retried.
+func (a *Array) readStripe(s, lo, hi int64, need []bool, dst [][]byte, owned *buffers) ([][]byte, error) {
 	roles := a.shardRoles(s)
 	base := a.dataOffset + s*a.chunk
+	buf := func(i int) []byte {
+		if dst != nil && dst[i] != nil {
+			return dst[i][:hi-lo]
+		}
+		return a.getBuf(hi-lo, owned)
+	}
 	for {
 		shards := make([][]byte, len(roles))
 		missing := false
@@ -395,11 +446,11 @@ func (a *Array) readStripe(s, lo, hi int64, need []bool, owned *[][]byte) ([][]b
 				continue
 			}
 			if m := a.working(r, s); m != nil {
-				shards[i] = a.getBuf(hi-lo, owned)
+				shards[i] = buf(i)
 				ops = append(ops, memOp{m: m, buf: shards[i], off: base + lo})
 			}
 		}
-		run(ops)
+		a.run(ops)
 		failed, err := a.failOps(ops)
 		if err != nil {
 			return nil, err
@@ -410,7 +461,7 @@ func (a *Array) readStripe(s, lo, hi int64, need []bool, owned *[][]byte) ([][]b
 		if missing {
 			for i := range shards {
 				if shards[i] == nil {
-					shards[i] = a.getBuf(hi-lo, owned)[:0]
+					shards[i] = buf(i)[:0]
 				}
 			}
 			if err := a.coder.Reconstruct(shards); err != nil {
@@ -459,7 +510,7 @@ func (a *Array) stripeWrite(s int64, pieces []piece, fua bool) error {
 
 	var shards [][]byte
 	var err error
-	var owned [][]byte
+	var owned buffers
 	defer func() { a.putBufs(owned) }()
 	switch {
 	case nCovered == nd:
@@ -480,7 +531,7 @@ func (a *Array) stripeWrite(s int64, pieces []piece, fua bool) error {
 		for i := nd; i < nd+np; i++ {
 			need[i] = true
 		}
-		shards, err = a.readStripe(s, lo, hi, need, &owned)
+		shards, err = a.readStripe(s, lo, hi, need, nil, &owned)
 		if err != nil {
 			return err
 		}
@@ -525,9 +576,9 @@ func (a *Array) stripeWriteLocked(s int64, pieces []piece, fua bool, lo, hi int6
 	for _, pc := range pieces {
 		touched[pc.k] = true
 	}
-	var owned [][]byte
+	var owned buffers
 	defer func() { a.putBufs(owned) }()
-	shards, err := a.readStripe(s, lo, hi, need, &owned)
+	shards, err := a.readStripe(s, lo, hi, need, nil, &owned)
 	if err != nil {
 		return err
 	}
@@ -562,7 +613,7 @@ func (a *Array) writeShards(s int64, shards [][]byte, touched []bool, lo int64, 
 			ops = append(ops, memOp{m: m, buf: shards[i], off: base + lo, write: true, fua: fua})
 		}
 	}
-	run(ops)
+	a.run(ops)
 	_, err := a.failOps(ops)
 	return err
 }

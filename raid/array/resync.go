@@ -72,9 +72,9 @@ func (a *Array) resyncUnit(u int64) error {
 		for k := range nd {
 			need[k] = true
 		}
-		var owned [][]byte
+		var owned buffers
 		defer func() { a.putBufs(owned) }()
-		shards, err := a.readStripe(u, 0, a.chunk, need, &owned)
+		shards, err := a.readStripe(u, 0, a.chunk, need, nil, &owned)
 		if err != nil {
 			return err
 		}
@@ -92,7 +92,7 @@ func (a *Array) resyncUnit(u int64) error {
 			}
 		}
 		if len(ops) > 0 {
-			run(ops)
+			a.run(ops)
 			if _, err := a.failOps(ops); err != nil {
 				return err
 			}
@@ -125,7 +125,7 @@ func (a *Array) readCopy(c int64, buf []byte, skip int) (int, error) {
 }
 
 // rewriteParity computes stripe u's parity from the data shards (whole chunks) and writes it.
-func (a *Array) rewriteParity(u int64, shards [][]byte, owned *[][]byte) error {
+func (a *Array) rewriteParity(u int64, shards [][]byte, owned *buffers) error {
 	nd := a.dataDisks
 	for i := nd; i < len(shards); i++ {
 		shards[i] = a.getBuf(a.chunk, owned)

@@ -388,9 +388,9 @@ func (a *Array) rebuildRow(m *member, r int64) error {
 		mu := &a.locks[r%stripeLocks]
 		mu.Lock()
 		defer mu.Unlock()
-		var owned [][]byte
+		var owned buffers
 		defer func() { a.putBufs(owned) }()
-		shards, err := a.readStripe(r, 0, a.chunk, nil, &owned) // m is not working at r: rebuilt
+		shards, err := a.readStripe(r, 0, a.chunk, nil, nil, &owned) // m is not working at r: rebuilt
 		if err != nil {
 			return err
 		}
