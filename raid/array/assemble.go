@@ -10,6 +10,12 @@ import (
 	"opensan/raid/md"
 )
 
+// eventMargin is how far behind the newest superblock a member's events may be and the member still count
+// as current, as mdadm allows: superblocks go to the members one after another, so a crash can leave one
+// update on some members only. Roles always come from the newest superblock, so a member failed by that
+// update is still left out.
+const eventMargin = 1
+
 // Found is one member's superblock as read by Examine.
 type Found struct {
 	Dev    block.Device
@@ -188,7 +194,7 @@ func AssembleSet(set *Set, cfg AssembleConfig) (*Array, error) {
 	var stale []*Found
 	for _, f := range set.Members {
 		s := f.Super
-		if s.Events < newest.Super.Events {
+		if s.Events+eventMargin < newest.Super.Events {
 			stale = append(stale, f)
 			continue
 		}
@@ -285,7 +291,7 @@ func (s *Set) Stale() []*Found {
 	}
 	var out []*Found
 	for _, f := range s.Members {
-		if f.Super.Events < newest {
+		if f.Super.Events+eventMargin < newest {
 			out = append(out, f)
 		}
 	}
