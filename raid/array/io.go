@@ -523,7 +523,7 @@ func (a *Array) stripeWrite(s int64, pieces []piece, fua bool) error {
 			shards[i] = a.getBuf(size, &owned)
 		}
 		err = a.coder.Encode(shards)
-	case !degraded && synced && rmwReads < rcwReads:
+	case !degraded && synced && rmwReads <= rcwReads: // on a tie, RMW: updating parity costs less than encoding it
 		need := make([]bool, nd+np)
 		for k := range nd {
 			need[k] = touched[k] // old data, to take its share out of the parity
