@@ -28,8 +28,8 @@ func (a *Array) scrub(repair bool) (mismatches int64, err error) {
 	if repair {
 		action = ActionRepair
 	}
-	a.progress.set(action, 0, a.stripes(), a.chunk*int64(a.n))
-	defer a.progress.set(ActionIdle, 0, 0, 0)
+	a.progress.set(action, 0, a.stripes())
+	defer a.progress.set(ActionIdle, 0, 0)
 	for u := range a.stripes() {
 		bad, err := a.scrubUnit(u, repair)
 		if err != nil {

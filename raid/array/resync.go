@@ -16,8 +16,8 @@ func (a *Array) resync() bool {
 	if a.level == md.LevelRAID10 {
 		unitBytes = 2 * a.chunk
 	}
-	a.progress.set(ActionResync, a.syncedStripes.Load(), total, unitBytes)
-	defer a.progress.set(ActionIdle, 0, 0, 0)
+	a.progress.set(ActionResync, a.syncedStripes.Load(), total)
+	defer a.progress.set(ActionIdle, 0, 0)
 	for u := a.syncedStripes.Load(); u < total; u++ {
 		if a.stopping() || a.down.Load() {
 			return false

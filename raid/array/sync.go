@@ -52,15 +52,13 @@ const (
 type progress struct {
 	mu     sync.Mutex
 	action string
-	total  int64 // units
-	unit   int64 // member bytes per unit
-	done   atomic.Int64
-	slot   int // slot being recovered
+	total  int64        // units: stripes, or rows of a member when recovering
+	done   atomic.Int64 // units done
 }
 
-func (p *progress) set(action string, done, total, unit int64) {
+func (p *progress) set(action string, done, total int64) {
 	p.mu.Lock()
-	p.action, p.total, p.unit = action, total, unit
+	p.action, p.total = action, total
 	p.done.Store(done)
 	p.mu.Unlock()
 }
@@ -322,11 +320,8 @@ func (a *Array) activateSpares() {
 func (a *Array) rebuild(m *member) {
 	total := a.rows()
 	pace := a.newPacer()
-	a.progress.set(ActionRecover, m.recovered.Load(), total, a.chunk*int64(a.n))
-	a.progress.mu.Lock()
-	a.progress.slot = m.role
-	a.progress.mu.Unlock()
-	defer a.progress.set(ActionIdle, 0, 0, 0)
+	a.progress.set(ActionRecover, m.recovered.Load(), total)
+	defer a.progress.set(ActionIdle, 0, 0)
 	last, lastRow := time.Now(), m.recovered.Load()
 	for r := m.recovered.Load(); r < total; r++ {
 		if m.faulty.Load() || a.down.Load() {
