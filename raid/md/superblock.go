@@ -130,9 +130,11 @@ func (r *rawSuperblock) devRoles(n int) []byte    { return r[0x100:][:2*n] }
 // Time is md's timestamp (ctime, utime): low 40 bits seconds since 1970, high 24 bits microseconds.
 type Time uint64
 
-// MakeTime converts t to md's timestamp, truncating to microseconds.
+// MakeTime converts t to md's timestamp in whole seconds, the microseconds left 0 as mdadm and the kernel
+// write them: Linux 6.1 reads ctime as plain seconds, so microseconds make it a date in 2106, and
+// mdadm --detail then disowns every member (its ctime differs from the kernel's).
 func MakeTime(t time.Time) Time {
-	return Time(uint64(t.Unix())&ctimeSecondsMask | uint64(t.Nanosecond()/1000)<<ctimeSecondsBits)
+	return Time(uint64(t.Unix()) & ctimeSecondsMask)
 }
 
 // Time returns t as a time.Time.

@@ -288,9 +288,16 @@ func TestValidate(t *testing.T) {
 
 func TestTime(t *testing.T) {
 	tm := time.Date(2026, 11, 27, 19, 0, 0, 123456789, time.UTC)
+	if MakeTime(tm)>>ctimeSecondsBits != 0 {
+		t.Fatalf("%#x: microseconds set; md's readers take the field as plain seconds", uint64(MakeTime(tm)))
+	}
 	got := MakeTime(tm).Time()
-	if !got.Equal(tm.Truncate(time.Microsecond)) {
-		t.Fatalf("got %v want %v", got, tm.Truncate(time.Microsecond))
+	if !got.Equal(tm.Truncate(time.Second)) {
+		t.Fatalf("got %v want %v", got, tm.Truncate(time.Second))
+	}
+	// Superblocks written by older mdadm versions may carry microseconds: they decode.
+	if got := Time(uint64(tm.Unix()) | 123456<<ctimeSecondsBits).Time(); !got.Equal(tm.Truncate(time.Second).Add(123456 * time.Microsecond)) {
+		t.Fatalf("with microseconds: got %v", got)
 	}
 }
 
