@@ -331,6 +331,9 @@ func (s *Server) register(ss *session) (LoginStatus, error) {
 	}
 	ss.tsih = s.nextTSIH
 	s.sessions[ss.tsih] = ss
+	// The connection is the session's now: Shutdown asks it to log out rather than cutting it as a login
+	// in progress (the final Login Response may still be on its way).
+	delete(s.conns, ss.nc)
 	return LoginSuccess, nil
 }
 
