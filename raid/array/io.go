@@ -141,7 +141,7 @@ func (a *Array) ReadAt(p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	a.foreground.Add(1)
-	if err := a.rw(p, off, false, false); err != nil {
+	if err := a.rw(p, off, false, false, false); err != nil {
 		return 0, a.wrap("read", len(p), off, err)
 	}
 	return len(p), nil
@@ -161,7 +161,10 @@ func (a *Array) write(p []byte, off int64, fua bool) (int, error) {
 	if err := a.markDirty(); err != nil {
 		return 0, a.wrap("write", len(p), off, err)
 	}
-	if err := a.rw(p, off, true, fua); err != nil {
+	// A write that starts where the previous one ended, while others are in flight, belongs to a stream
+	// whose next writes may complete its stripes: see gather.
+	stream := a.lastWriteEnd.Swap(off+int64(len(p))) == off
+	if err := a.rw(p, off, true, fua, stream); err != nil {
 		return 0, a.wrap("write", len(p), off, err)
 	}
 	return len(p), nil
@@ -221,7 +224,7 @@ type piece struct {
 }
 
 // rw splits an I/O into chunks and runs it stripe by stripe (parity levels) or chunk by chunk.
-func (a *Array) rw(p []byte, off int64, write, fua bool) error {
+func (a *Array) rw(p []byte, off int64, write, fua, stream bool) error {
 	var pieces []piece
 	stripe := int64(-1)
 	flush := func() error {
@@ -229,9 +232,12 @@ func (a *Array) rw(p []byte, off int64, write, fua bool) error {
 			return nil
 		}
 		var err error
-		if write {
+		switch {
+		case write && stream && !fua:
+			err = a.gather(stripe, pieces)
+		case write:
 			err = a.stripeWrite(stripe, pieces, fua)
-		} else {
+		default:
 			err = a.stripeRead(stripe, pieces)
 		}
 		pieces = pieces[:0]
