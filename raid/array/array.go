@@ -129,7 +129,6 @@ type Array struct {
 	rateMax       atomic.Int64  // SyncRate.Max
 	mismatches    atomic.Int64  // found by the last scrub
 	opNanos       atomic.Int64  // moving average of a member operation's duration, ns
-	lastWriteEnd  atomic.Int64  // end of the last write to start, bytes: streams of writes follow it
 	gathering     gathering     // partial-stripe writes of streams waiting for the rest of their stripe
 	foreground    atomic.Int64  // I/Os started by users; background work slows down while it moves
 	progress      progress      // what the sync worker is doing

@@ -10,19 +10,21 @@ import (
 // Sequential writes smaller than a stripe (1 MiB writes on a RAID5 of 5 with 512 KiB chunks fill half a
 // stripe each) would each read the rest of the stripe to compute parity, although the next write of the
 // stream brings exactly that rest a moment later. Like md's stripe cache, the engine holds such a write
-// briefly: a write of whole chunks from a stream (it starts where the previous write ended) that leaves
-// the end of its stripe unwritten waits up to gatherWait for the stream's next writes to the same stripe;
-// together they make one write, a full-stripe one when they cover the stripe. Writes that join complete
-// with it. A waiting write has not completed, so no flush or FUA promise is involved. A stream whose
+// briefly: a write of whole chunks from a stream (within streamSpan of one of the last recentWrites large
+// writes: with several writes in flight they reach the engine a little out of order) that leaves part of
+// its stripe unwritten waits up to gatherWait for the stream's writes to the rest of the stripe; together
+// they make one write, a full-stripe one when they cover the stripe. Writes that join complete with it. A waiting write has not completed, so no flush or FUA promise is involved. A stream whose
 // writes come one at a time (queue depth 1) never completes a stripe in time: after missMax waits in a
 // row that nobody joined, streams stop waiting for the next skipMisses partial-stripe writes, then try
 // again.
 
 const (
 	// gatherWait bounds the wait: about the time 1 MiB takes to arrive over 10 Gb/s Ethernet.
-	gatherWait = time.Millisecond
-	missMax    = 4
-	skipMisses = 64
+	gatherWait  = time.Millisecond
+	missMax     = 4
+	skipMisses  = 64
+	recentCount = 16       // large writes remembered to recognise streams
+	streamSpan  = 16 << 20 // bytes: how far from a recent write a stream's next writes land
 )
 
 // gathering is the partial-stripe writes waiting, by stripe.
@@ -33,6 +35,23 @@ type gathering struct {
 	wait    time.Duration // gatherWait; tests lengthen it
 	misses  int           // waits in a row that nobody joined
 	skip    int           // partial-stripe writes still to let through without waiting
+	recent  [recentCount]int64
+	next    int // slot of recent to overwrite
+}
+
+// near records a write of n bytes at off and reports whether a recent large write was within streamSpan.
+func (g *gathering) near(off, n int64) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	found := false
+	for _, r := range g.recent {
+		if r != 0 && off+n > r-1-streamSpan && off < r-1+streamSpan {
+			found = true
+		}
+	}
+	g.recent[g.next] = off + 1 // +1: 0 marks an empty slot
+	g.next = (g.next + 1) % recentCount
+	return found
 }
 
 // stripeGather is one stripe's gathered write.
@@ -55,11 +74,8 @@ func (a *Array) gather(s int64, pieces []piece) error {
 	g := &a.gathering
 	g.mu.Lock()
 	p := g.pending[s]
-	tailMissing := pieces[len(pieces)-1].k < a.dataDisks-1 // the stream's next write goes here
-	if p == nil && (!tailMissing || g.skip > 0) {
-		if tailMissing {
-			g.skip--
-		}
+	if p == nil && g.skip > 0 {
+		g.skip--
 		g.mu.Unlock()
 		return a.stripeWrite(s, pieces, false)
 	}

@@ -37,10 +37,10 @@ func TestGatherFullStripe(t *testing.T) {
 			for _, f := range fs {
 				reads += f.Ops(disktest.OpRead)
 			}
-			// Writes 1 and 2 are a stream: 2 starts where 1 ends, and 1 where the last write ended.
+			// Writes 1 and 2 are a stream: close to each other, and 1 close to an earlier one.
 			var wg sync.WaitGroup
 			errs := make([]error, 2)
-			a.lastWriteEnd.Store(3 * stripe)
+			a.gathering.near(2*stripe, stripe)
 			for i, part := range [][2]int64{{0, half}, {half, stripe}} { // the second covers the rest
 				wg.Add(1)
 				go func() {

@@ -161,9 +161,9 @@ func (a *Array) write(p []byte, off int64, fua bool) (int, error) {
 	if err := a.markDirty(); err != nil {
 		return 0, a.wrap("write", len(p), off, err)
 	}
-	// A write that starts where the previous one ended, while others are in flight, belongs to a stream
-	// whose next writes may complete its stripes: see gather.
-	stream := a.lastWriteEnd.Swap(off+int64(len(p))) == off
+	// A write of whole chunks near other recent ones belongs to a stream whose next writes may complete
+	// its stripes: see gather.
+	stream := int64(len(p)) >= a.chunk && a.gathering.near(off, int64(len(p)))
 	if err := a.rw(p, off, true, fua, stream); err != nil {
 		return 0, a.wrap("write", len(p), off, err)
 	}
