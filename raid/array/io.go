@@ -3,6 +3,7 @@ package array
 import (
 	"errors"
 	"math/bits"
+	"slices"
 	"sync"
 	"time"
 
@@ -549,11 +550,16 @@ func (a *Array) stripeWrite(s int64, pieces []piece, fua bool) error {
 			if !touched[k] {
 				continue
 			}
-			nw := a.getBuf(size, &owned)
-			copy(nw, shards[k])
-			for _, pc := range pieces {
-				if pc.k == k {
-					copy(nw[pc.lo-lo:], pc.buf)
+			var nw []byte
+			if covered[k] {
+				nw = pieces[slices.IndexFunc(pieces, func(pc piece) bool { return pc.k == k })].buf // the caller's
+			} else {
+				nw = a.getBuf(size, &owned)
+				copy(nw, shards[k])
+				for _, pc := range pieces {
+					if pc.k == k {
+						copy(nw[pc.lo-lo:], pc.buf)
+					}
 				}
 			}
 			if err = a.coder.Update(k, shards[k], nw, shards[nd:]); err != nil {

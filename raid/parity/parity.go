@@ -16,6 +16,7 @@
 package parity
 
 import (
+	"crypto/subtle"
 	"errors"
 	"fmt"
 
@@ -142,7 +143,8 @@ func (c *Coder) Reconstruct(shards [][]byte) error {
 
 // Update adjusts the parity shards for data shard k changing from old to new, without reading the other
 // data shards: P ^= old ^ new, Q ^= g^k * (old ^ new). This is md's read-modify-write. parity holds P (and
-// Q); old, new and the parity shards are of equal length.
+// Q); old, new and the parity shards are of equal length. old is overwritten (with old ^ new): one pass
+// over the parity with the difference costs half of taking old out and putting new in.
 func (c *Coder) Update(k int, old, new []byte, parity [][]byte) error {
 	if k < 0 || k >= c.data {
 		return fmt.Errorf("parity: data index %d out of range [0,%d)", k, c.data)
@@ -155,11 +157,10 @@ func (c *Coder) Update(k int, old, new []byte, parity [][]byte) error {
 			return fmt.Errorf("parity: update of %d bytes with parity shard %d of %d bytes and new data of %d", len(old), i, len(p), len(new))
 		}
 	}
-	// Addition in GF(2^8) is XOR, so adding old's contribution removes it.
+	// Addition in GF(2^8) is XOR and multiplication distributes over it: adding g^k*(old^new) takes
+	// old's contribution out and puts new's in.
+	subtle.XORBytes(old, old, new)
 	if err := c.enc.EncodeIdx(old, k, parity); err != nil {
-		return fmt.Errorf("parity: %w", err)
-	}
-	if err := c.enc.EncodeIdx(new, k, parity); err != nil {
 		return fmt.Errorf("parity: %w", err)
 	}
 	return nil

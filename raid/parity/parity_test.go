@@ -157,7 +157,7 @@ func TestUpdate(t *testing.T) {
 			c.Encode(s)
 			for k := range data {
 				nw := randShards(r, 1, 0, size)[0]
-				if err := c.Update(k, s[k], nw, s[data:]); err != nil {
+				if err := c.Update(k, bytes.Clone(s[k]), nw, s[data:]); err != nil {
 					t.Fatal(err)
 				}
 				s[k] = nw
