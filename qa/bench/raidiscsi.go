@@ -29,8 +29,8 @@ func raidISCSIGroup(ctx context.Context, b *Bench) (*Table, error) {
 			"loopback group. The RAID LUN and the file LUN take turns within each round. The goals are of the "+
 			"issue: 4 KiB random writes (each a read-modify-write of a chunk and its parity) at half the file "+
 			"LUN's IOPS, 1 MiB sequential writes at 80%% of its MiB/s. A stripe holds 4 data chunks, 2 MiB, so "+
-			"each 1 MiB write covers half a stripe: the engine sees partial-stripe writes unless it merges "+
-			"neighbours in flight.",
+			"each 1 MiB write covers half a stripe; the engine gathers the two halves of a stripe that arrive "+
+			"within 1 ms into one full-stripe write (raid/array/gather.go), otherwise it reads the other half.",
 			b.ShmDir, b.LUNSize>>20, array.DefaultChunk>>10),
 		Ours: "md: LUN", Peer: "file LUN",
 	}
