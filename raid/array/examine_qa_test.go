@@ -118,20 +118,7 @@ func TestMdadmExamineDegraded(t *testing.T) {
 	if err != nil {
 		t.Fatal("mdadm not installed: apt-get install mdadm")
 	}
-	dir := t.TempDir()
-	var paths []string
-	var devs []block.Device
-	for i := range 4 {
-		p := filepath.Join(dir, fmt.Sprintf("m%d", i))
-		os.WriteFile(p, nil, 0o644)
-		os.Truncate(p, 32<<20)
-		f, err := block.OpenFile(p, block.FileOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		paths, devs = append(paths, p), append(devs, f)
-	}
+	paths, devs := memberFiles(t, 4, 32<<20)
 	a, err := Create(devs, CreateConfig{Level: md.LevelRAID6, Name: "qa:degraded", Bitmap: true})
 	if err != nil {
 		t.Fatal(err)
@@ -173,20 +160,7 @@ func TestMdadmExamineBitmap(t *testing.T) {
 	if err != nil {
 		t.Fatal("mdadm not installed: apt-get install mdadm")
 	}
-	dir := t.TempDir()
-	var paths []string
-	var devs []block.Device
-	for i := range 3 {
-		p := filepath.Join(dir, fmt.Sprintf("m%d", i))
-		os.WriteFile(p, nil, 0o644)
-		os.Truncate(p, 64<<20)
-		f, err := block.OpenFile(p, block.FileOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		paths, devs = append(paths, p), append(devs, f)
-	}
+	paths, devs := memberFiles(t, 3, 64<<20)
 	loop := func(p string) string {
 		out, err := exec.Command("losetup", "-f", "--show", "-r", p).CombinedOutput()
 		if err != nil {
@@ -247,20 +221,7 @@ func TestMdadmExamineSpareAndRecovery(t *testing.T) {
 	if err != nil {
 		t.Fatal("mdadm not installed: apt-get install mdadm")
 	}
-	dir := t.TempDir()
-	var paths []string
-	var devs []block.Device
-	for i := range 5 {
-		p := filepath.Join(dir, fmt.Sprintf("m%d", i))
-		os.WriteFile(p, nil, 0o644)
-		os.Truncate(p, 40<<20)
-		f, err := block.OpenFile(p, block.FileOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		paths, devs = append(paths, p), append(devs, f)
-	}
+	paths, devs := memberFiles(t, 5, 40<<20)
 	// RAID5 of 3 with a spare; the fifth file is added later as a replacement.
 	a, err := Create(devs[:4], CreateConfig{Level: md.LevelRAID5, Name: "qa:spare", Spares: 1, Bitmap: true})
 	if err != nil {
@@ -298,4 +259,27 @@ func TestMdadmExamineSpareAndRecovery(t *testing.T) {
 	if s := examine(paths[0]); !strings.Contains(s, "Array State : AAA ") {
 		t.Errorf("survivor (mdadm shows a recovering member as active):\n%s", s)
 	}
+}
+
+// memberFiles makes n sparse member files of size bytes in a test directory and opens them; they are
+// closed when the test ends.
+func memberFiles(t *testing.T, n int, size int64) (paths []string, devs []block.Device) {
+	t.Helper()
+	dir := t.TempDir()
+	for i := range n {
+		p := filepath.Join(dir, fmt.Sprintf("m%d", i))
+		if err := os.WriteFile(p, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(p, size); err != nil {
+			t.Fatal(err)
+		}
+		f, err := block.OpenFile(p, block.FileOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		paths, devs = append(paths, p), append(devs, f)
+	}
+	return paths, devs
 }

@@ -341,23 +341,11 @@ func (a *Array) rebuild(m *member) {
 		}
 		pace.pace(a.chunk * int64(a.n))
 	}
-	if err := m.dev.Flush(); err != nil {
-		a.fail(m, err)
-		return
-	}
-	a.meta.Lock()
-	defer a.meta.Unlock()
-	if m.faulty.Load() || a.down.Load() {
-		return
-	}
-	m.recovered.Store(inSyncRows)
-	m.checkpoint = inSyncRows
-	a.sb.Events++
-	a.events.Store(a.sb.Events)
-	a.writeSuperblocksLocked()
+	a.checkpoint(m, inSyncRows)
 }
 
-// checkpoint makes rows [0, r) of m durable and records r as m's recovery offset.
+// checkpoint makes rows [0, r) of m durable and records r as m's recovery offset; r inSyncRows ends the
+// rebuild: m is in sync, and every superblock says so.
 func (a *Array) checkpoint(m *member, r int64) {
 	if err := m.dev.Flush(); err != nil {
 		a.fail(m, err)
@@ -369,6 +357,13 @@ func (a *Array) checkpoint(m *member, r int64) {
 		return
 	}
 	m.checkpoint = r
+	if r == inSyncRows {
+		m.recovered.Store(inSyncRows)
+		a.sb.Events++
+		a.events.Store(a.sb.Events)
+		a.writeSuperblocksLocked() // a failure is recorded on the member
+		return
+	}
 	if err := a.writeMemberSuper(m); err != nil {
 		m.faulty.Store(true)
 		a.failedLocked([]error{err})
