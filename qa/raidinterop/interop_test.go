@@ -12,6 +12,12 @@
 //     the same sha256 from the member files.
 //  3. RAID5, RAID6 and RAID1 crashed on the host in the middle of a random workload and repaired by our
 //     Assemble (flushed data intact, Check clean): md assembles them and its check agrees.
+//  4. A RAID5 of 4 and a RAID1 of 2 whose member 0 we replaced by a blank file and stopped rebuilding
+//     partway (its superblock carries our recovery_offset; member 0's old file is left out): mdadm
+//     --assemble --scan starts them, md resumes the recovery exactly at our offset (sync_completed and
+//     the member's recovery_start, read while md's rebuild speed is throttled to a crawl), finishes it,
+//     and the sha256 and md's check agree with the host. Part 1 also has a RAID5 with a hot spare, which
+//     mdadm --detail and sysfs must show as a spare.
 //
 // Run:   go test -tags qa -v -timeout 15m ./qa/raidinterop
 // OPENSAN_RAIDINTEROP_SEED=N changes the seed every case derives its data and workload from (printed).
@@ -89,9 +95,9 @@ func TestMdInterop(t *testing.T) {
 	im := guest.MustBuild(t, guestConfig)
 	dir := t.TempDir()
 
-	// Host side of parts 1 and 3, two cases at a time (this box has two cores).
-	ours, crashes := ourCases(), crashCases()
-	all := append(append([]*hostArray(nil), ours...), crashes...)
+	// Host side of parts 1, 3 and 4, two cases at a time (this box has two cores).
+	ours, crashes, rebuilds := ourCases(), crashCases(), rebuildCases()
+	all := append(append(append([]*hostArray(nil), ours...), crashes...), rebuilds...)
 	t.Run("host", func(t *testing.T) {
 		for _, c := range all {
 			c.seed = caseSeed(seed, c.name)
@@ -107,8 +113,18 @@ func TestMdInterop(t *testing.T) {
 						return
 					}
 				} else if err := prepareOurs(dir, c); err != nil {
-					t.Errorf("RAID%d, %d members of %d bytes, %d-byte blocks, bitmap %v, seed %d: %v", c.level, c.n, memberSize, c.bs, c.bitmap, c.seed, err)
+					t.Errorf("RAID%d, %d members of %d bytes, %d spares, %d-byte blocks, bitmap %v, seed %d: %v",
+						c.level, c.n, c.memberBytes(), c.spares, c.bs, c.bitmap, c.seed, err)
 					return
+				}
+				if c.rebuild {
+					rep, err := interruptRebuild(dir, c)
+					if err != nil {
+						t.Errorf("RAID%d, %d members of %d bytes, %d-byte blocks, bitmap %v, seed %d: rebuild of member 0: %v",
+							c.level, c.n, c.memberBytes(), c.bs, c.bitmap, c.seed, err)
+						return
+					}
+					t.Logf("seed %d: %s", c.seed, rep)
 				}
 				c.prepared = true
 				t.Logf("seed %d: uuid %s, %d bytes, sha256 %s (%v)", c.seed, c.uuid, c.size, c.hash, time.Since(start).Round(time.Millisecond))
@@ -124,8 +140,9 @@ func TestMdInterop(t *testing.T) {
 			continue
 		}
 		for slot, p := range c.paths {
+			c.serials = append(c.serials, fmt.Sprintf("h%dm%d", i, slot))
 			if !slices.Contains(c.missing, slot) {
-				disks = append(disks, vdisk{path: p, serial: fmt.Sprintf("h%dm%d", i, slot), bs: c.bs})
+				disks = append(disks, vdisk{path: p, serial: c.serials[slot], bs: c.bs})
 			}
 		}
 	}
@@ -154,7 +171,8 @@ func TestMdInterop(t *testing.T) {
 		MemoryMB: 1024,
 		Timeout:  8 * time.Minute,
 		Console: func(line string) {
-			if !strings.HasPrefix(line, "DETAIL ") && !strings.HasPrefix(line, "GDETAIL ") {
+			if !strings.HasPrefix(line, "DETAIL ") && !strings.HasPrefix(line, "GDETAIL ") && !strings.HasPrefix(line, "RDETAIL ") &&
+				!strings.HasPrefix(line, "RDEV ") && !strings.HasPrefix(line, "VD ") {
 				t.Logf("guest: %s", line)
 			}
 		},
@@ -178,7 +196,11 @@ func TestMdInterop(t *testing.T) {
 				if !c.prepared {
 					t.Fatal("the host side failed (see host/" + c.name + ")")
 				}
-				checkInGuest(t, c, res)
+				if c.rebuild {
+					checkRebuildInGuest(t, c, res)
+				} else {
+					checkInGuest(t, c, res)
+				}
 			})
 		}
 	})
@@ -223,6 +245,9 @@ func checkInGuest(t *testing.T, c *hostArray, res *guestResult) {
 	}
 	if got := res.hash[st.dev]; got != c.hash {
 		t.Errorf("%s: sha256 in the guest %q, written by the host %s", st.dev, got, c.hash)
+	}
+	if c.spares > 0 {
+		checkSpare(t, c, st.dev, res)
 	}
 	if !c.check() {
 		return

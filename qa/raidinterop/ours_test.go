@@ -3,6 +3,7 @@
 package raidinterop
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -23,31 +24,48 @@ const homehost = "opensan"
 // memberSize is the size of each member file of parts 1 and 2, in bytes (sparse).
 const memberSize = 64 << 20
 
-// hostArray is an array this engine made (part 1) or crashed and repaired (part 3), as the guest should
-// find it.
+// smallMemberSize is the member size of the hot spare and rebuild cases (bytes): their point is the
+// superblocks, and the guest hashes and scrubs less.
+const smallMemberSize = 32 << 20
+
+// hostArray is an array this engine made (part 1), crashed and repaired (part 3) or left partway through a
+// rebuild (part 4), as the guest should find it.
 type hostArray struct {
 	name     string // set name without the homehost; also the subtest name
 	level, n int
 	bitmap   bool
 	bs       int   // logical block size of the members, and of the guest's disks
 	missing  []int // slots whose member the guest does not get (degraded cases)
+	spares   int   // hot spares after the n active members (part 1)
+	member   int64 // bytes of each member file; memberSize when 0
 	crash    bool  // part 3: crash workload first
+	rebuild  bool  // part 4: member 0 replaced by a blank device whose rebuild is stopped partway
 	seed     uint64
 
 	// Filled in by the host before the boot.
 	uuid     string   // mdadmUUID
 	size     int64    // bytes
 	hash     string   // sha256 of the whole array, hex
-	paths    []string // member files, by slot
+	paths    []string // member files, by slot, then the spares
 	prepared bool     // false: preparation failed (already reported)
+
+	// Part 4: the replacement of member 0 as its superblock says after the stopped rebuild, in sectors of
+	// its data area.
+	recoveryOffset, dataSectors uint64
+
+	// Filled in when the guest's disks are laid out.
+	serials []string // virtio serial of each file in paths
 }
+
+// memberBytes is the size of each of c's member files.
+func (h *hostArray) memberBytes() int64 { return cmp.Or(h.member, memberSize) }
 
 // check says whether the guest should scrub the array: redundant and not degraded.
 func (h *hostArray) check() bool { return h.level != md.LevelRAID0 && len(h.missing) == 0 }
 
 // ourCases are part 1: every level with and without bitmap (RAID0 without), 512- and 4096-byte sectors,
-// and RAID5/6 degraded by one member, RAID6 by two. Member counts vary a little between the two block
-// sizes so both an odd and an even RAID10 and two RAID5/6 widths are covered.
+// RAID5/6 degraded by one member, RAID6 by two, and a RAID5 with a hot spare. Member counts vary a little
+// between the two block sizes so both an odd and an even RAID10 and two RAID5/6 widths are covered.
 func ourCases() []*hostArray {
 	var cs []*hostArray
 	for _, bs := range []int{512, 4096} {
@@ -71,6 +89,7 @@ func ourCases() []*hostArray {
 		&hostArray{level: md.LevelRAID5, n: 3, bitmap: true, bs: 512, missing: []int{2}},
 		&hostArray{level: md.LevelRAID6, n: 4, bs: 4096, missing: []int{0}},
 		&hostArray{level: md.LevelRAID6, n: 5, bitmap: true, bs: 512, missing: []int{1, 3}},
+		&hostArray{level: md.LevelRAID5, n: 3, bs: 512, spares: 1, member: smallMemberSize},
 	)
 	for _, c := range cs {
 		c.name = caseName("ours", c)
@@ -89,6 +108,9 @@ func caseName(prefix string, c *hostArray) string {
 	}
 	if len(c.missing) > 0 {
 		s += fmt.Sprintf("-miss%d", len(c.missing))
+	}
+	if c.spares > 0 {
+		s += fmt.Sprintf("-sp%d", c.spares)
 	}
 	return s
 }
@@ -131,13 +153,13 @@ func openMembers(paths []string, bs int) (devs []block.Device, closeAll func(), 
 	return devs, closeAll, nil
 }
 
-// prepareOurs creates c on fresh sparse files in dir, waits for the initial sync, writes the whole array
-// with data from c.seed (writes of varying sizes, so stripes are written whole and in part), and closes it
-// cleanly. It fills c.uuid, c.size, c.hash and c.paths.
+// prepareOurs creates c on fresh sparse files in dir (c.n members and c.spares spares), waits for the
+// initial sync, writes the whole array with data from c.seed (writes of varying sizes, so stripes are
+// written whole and in part), and closes it cleanly. It fills c.uuid, c.size, c.hash and c.paths.
 func prepareOurs(dir string, c *hostArray) error {
-	for i := range c.n {
+	for i := range c.n + c.spares {
 		p := filepath.Join(dir, fmt.Sprintf("%s-m%d", c.name, i))
-		if err := sparseFile(p, memberSize); err != nil {
+		if err := sparseFile(p, c.memberBytes()); err != nil {
 			return err
 		}
 		c.paths = append(c.paths, p)
@@ -147,11 +169,22 @@ func prepareOurs(dir string, c *hostArray) error {
 		return err
 	}
 	defer closeAll()
-	a, err := array.Create(devs, array.CreateConfig{Level: c.level, Name: homehost + ":" + c.name, Bitmap: c.bitmap})
+	a, err := array.Create(devs, array.CreateConfig{Level: c.level, Name: homehost + ":" + c.name, Bitmap: c.bitmap, Spares: c.spares})
 	if err != nil {
 		return fmt.Errorf("create: %w", err)
 	}
 	a.WaitSync()
+	st := a.Status()
+	spares := 0
+	for _, m := range st.Members {
+		if m.State == "spare" {
+			spares++
+		}
+	}
+	if st.Degraded != 0 || spares != c.spares {
+		a.Close()
+		return fmt.Errorf("after create: %d slots degraded, %d spares (%+v), want 0 and %d", st.Degraded, spares, st.Members, c.spares)
+	}
 	if c.hash, err = fill(a, c.seed); err != nil {
 		a.Close()
 		return fmt.Errorf("fill: %w", err)

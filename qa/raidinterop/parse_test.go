@@ -26,6 +26,18 @@ func TestParseGuest(t *testing.T) {
 		"GCREATE-OUT 200 mdadm: array /dev/md200 started.",
 		"GHASH 200 " + strings.Repeat("cd", 32) + " 130023424 0 33333333:44444444:55555555:66666666",
 		"GDETAIL 200 /dev/md200:",
+		"VD vdc h3m0",
+		"VD vdd h3m1",
+		"RDEV assembled md126 vdc 0 2048 spare",
+		"RDEV start md126 vdc 0 2048 spare",
+		"RDEV start md126 vdd 1 none in_sync",
+		"RDEV end md126 vdc 0 none",
+		"RECOVER md126 recover 1 2048 / 129024",
+		"RECOVER md125 idle 0 none",
+		"RECOVERED md126 0 idle recover 0 60.25 71.75",
+		"RDETAIL start md126 /dev/md126:",
+		"RDETAIL end md126 /dev/md126:",
+		"RDETAIL end md126     Version : 1.2",
 		"STEP done 113.47",
 	}, "\n")
 	r, err := parseGuest(out)
@@ -46,6 +58,14 @@ func TestParseGuest(t *testing.T) {
 		r.stockSize["200"] != 130023424 || r.stockDDRC["200"] != 0 || r.stockUUID["200"] != "33333333:44444444:55555555:66666666" ||
 		len(r.stockDetail["200"]) != 1 {
 		t.Errorf("stock arrays: %+v", r)
+	}
+	if r.vd["h3m1"] != "vdd" || len(r.rdevs["assembled"]["md126"]) != 1 || len(r.rdevs["end"]["md126"]) != 1 ||
+		r.rdevs["start"]["md126"][1] != (rdevState{disk: "vdd", serial: "h3m1", slot: "1", recoveryStart: "none", state: "in_sync"}) ||
+		r.rdevs["end"]["md126"][0] != (rdevState{disk: "vdc", serial: "h3m0", slot: "0", recoveryStart: "none"}) ||
+		r.recover["md126"] != (recoverState{action: "recover", degraded: 1, completed: "2048 / 129024"}) || r.recover["md125"].completed != "none" ||
+		r.recovered["md126"] != (recoveredState{waitRC: 0, action: "idle", last: "recover", degraded: 0, seconds: 11.5}) ||
+		len(r.rdetail["start"]["md126"]) != 1 || len(r.rdetail["end"]["md126"]) != 2 {
+		t.Errorf("recoveries: %+v", r)
 	}
 	if strings.Join(r.steps, ",") != "assemble,done" {
 		t.Errorf("steps %v", r.steps)

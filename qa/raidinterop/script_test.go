@@ -53,15 +53,18 @@ const mdadmConf = "DEVICE /dev/vd*\nHOMEHOST <ignore>\n"
 // tag the host parses (see parseGuest); everything else is for the log. @GCREATE@ is replaced by the calls
 // of gcreate for the arrays stock mdadm creates (part 2).
 //
-// Order: assemble our arrays (parts 1 and 3) and record their state before anything else touches them;
-// start md's check on the redundant complete ones; create stock mdadm's arrays (their initial syncs run
-// meanwhile); hash ours; collect the checks; fill, hash and stop stock mdadm's arrays.
+// Order: assemble our arrays (parts 1, 3 and 4) with md's rebuild speed throttled; read where md resumed
+// the recoveries of part 4; restore the speed; record the arrays' state before anything else touches them;
+// wait for the end of the recoveries; start md's check on the redundant complete ones (the recovered ones
+// too); create stock mdadm's arrays (their initial syncs run meanwhile); hash ours; collect the checks;
+// fill, hash and stop stock mdadm's arrays.
 //
 // Every process costs tens of milliseconds under TCG, so sysfs is read with the shell's own read, and the
 // hashing runs as two jobs for the guest's two CPUs.
 const guestScript = `set -u
 mkdir -p /run/mdadm /etc/mdadm
-# rd VAR FILE: VAR becomes FILE's first line, or "-".
+# rd VAR FILE: VAR becomes FILE's first line, or "-". Not for /proc/sys, which busybox's read (a byte
+# at a time) sees as its first byte.
 rd() { eval "$1=-"; read -r "$1" 2>/dev/null < "$2"; }
 step() { rd up /proc/uptime; echo "STEP $1 ${up%% *}"; }
 # watchdog SECONDS STEP: every SECONDS until killed, say what md and blocked tasks are doing (diagnosis).
@@ -94,6 +97,29 @@ uuid_of() {
 	done
 }
 
+# rdevs MD PHASE: one line per member of MD: its disk, md's slot for it, recovery_start (sectors of it
+# rebuilt; "none" when in sync) and state.
+rdevs() {
+	for m in /sys/block/$1/md/dev-*; do
+		[ -e "$m" ] || continue
+		rd sl $m/slot; rd rs $m/recovery_start; rd st $m/state
+		echo "RDEV $2 $1 ${m##*/dev-} $sl $rs $st"
+	done
+}
+
+# Disks by serial: V_<serial> is the disk's name.
+for s in /sys/block/vd*; do
+	rd sr $s/serial
+	eval "V_$sr=${s##*/}"
+	echo "VD ${s##*/} $sr"
+done
+
+# md's rebuild speed (KiB/s), throttled to a crawl until the recoveries md resumes have been looked at:
+# md sets sync_completed to where its recovery thread starts and moves it, and the member's
+# recovery_start, only at its next checkpoint, which the crawl does not reach in the seconds this takes.
+smin=$(cat /proc/sys/dev/raid/speed_limit_min); smax=$(cat /proc/sys/dev/raid/speed_limit_max)
+echo 1 > /proc/sys/dev/raid/speed_limit_min; echo 1 > /proc/sys/dev/raid/speed_limit_max
+
 step assemble
 mdadm --assemble --scan > /tmp/assemble 2>&1
 echo "ASSEMBLE-RC $?"
@@ -113,6 +139,36 @@ for s in /sys/block/md*; do
 	fi
 done
 
+# Recoveries md resumed (an active member with a recovery_start), looked at first, before md's crawl has
+# gone far: wait up to 10 s for the recovery thread to set its starting point ("START / END" with
+# START > 0), then say where it is. Then md gets its speed back.
+step recover-start
+recovering=""
+for s in /sys/block/md*; do
+	[ -e "$s" ] || continue
+	d=${s##*/}
+	r=""
+	for m in $s/md/dev-*; do
+		rd sl $m/slot; rd rs $m/recovery_start
+		[ "$sl" = none ] || [ "$sl" = - ] || [ "$rs" = none ] || [ "$rs" = - ] || r=1
+	done
+	[ -n "$r" ] || continue
+	t=0
+	while rd c $s/md/sync_completed; case "$c" in none|delayed|-|"0 / "*) true ;; *) false ;; esac; do
+		t=$((t+1)); [ $t -lt 100 ] || break
+		sleep 0.1
+	done
+	rd a $s/md/sync_action; rd deg $s/md/degraded
+	echo "RECOVER $d $a $deg $c"
+	rdevs $d start
+	mdadm --detail /dev/$d > /tmp/detail 2>&1
+	sed "s/^/RDETAIL start $d /" /tmp/detail
+	recovering="$recovering $d"
+done
+cat /proc/mdstat
+echo $smin > /proc/sys/dev/raid/speed_limit_min; echo $smax > /proc/sys/dev/raid/speed_limit_max
+echo "md's rebuild speed back to $(cat /proc/sys/dev/raid/speed_limit_min) to $(cat /proc/sys/dev/raid/speed_limit_max) KiB/s"
+
 # State right after assembly, before check: md resyncing or recovering a redundant array means we did not
 # leave it clean and complete.
 ours=""
@@ -125,7 +181,29 @@ for s in /sys/block/md*; do
 	rd action $s/md/sync_action; rd start $s/md/resync_start; rd size $s/size
 	echo "MD $d $u $level $disks $deg $state $action $start $((size * 512))"
 	sed "s/^/DETAIL $d /" /tmp/detail
+	rdevs $d assembled
 	ours="$ours $d"
+done
+
+# The recoveries md resumed: wait for their end (mdadm --wait, then sync_action idle) and report it.
+# Their arrays are then complete, and hashed and checked with the others.
+step recover
+for d in $recovering; do
+	rd up0 /proc/uptime
+	mdadm --wait /dev/$d > /tmp/wait 2>&1
+	rc=$?
+	sed "s/^/WAIT-OUT $d /" /tmp/wait
+	t=0
+	while rd a /sys/block/$d/md/sync_action; [ "$a" != idle ]; do
+		t=$((t+1)); [ $t -lt 1800 ] || { echo "TIMEOUT recover $d"; break; }
+		sleep 0.1
+	done
+	rd up /proc/uptime
+	rd l /sys/block/$d/md/last_sync_action; rd deg /sys/block/$d/md/degraded
+	echo "RECOVERED $d $rc $a $l $deg ${up0%% *} ${up%% *}"
+	rdevs $d end
+	mdadm --detail /dev/$d > /tmp/detail 2>&1
+	sed "s/^/RDETAIL end $d /" /tmp/detail
 done
 
 step check-start
@@ -140,10 +218,6 @@ for d in $ours; do
 done
 
 step create
-for s in /sys/block/vd*; do
-	rd sr $s/serial
-	eval "V_$sr=${s##*/}"
-done
 created=""
 gcreate() {
 	tag=$1 level=$2 n=$3
@@ -256,6 +330,29 @@ type mdState struct {
 	size                                int64
 }
 
+// rdevState is an "RDEV" line: one member of an md array as sysfs shows it.
+type rdevState struct {
+	disk, serial  string // serial from the VD lines
+	slot          string // "none" for a spare
+	recoveryStart string // sectors rebuilt, "none" when in sync
+	state         string // md's flags: "in_sync", "spare", ...
+}
+
+// recoverState is a "RECOVER" line: a recovery md resumed, seen right after assembly.
+type recoverState struct {
+	action    string // sync_action
+	degraded  int
+	completed string // sync_completed, "START / END" in sectors
+}
+
+// recoveredState is a "RECOVERED" line: the end of a recovery.
+type recoveredState struct {
+	waitRC       int // mdadm --wait
+	action, last string
+	degraded     int
+	seconds      float64 // mdadm --wait and the wait for idle took this long
+}
+
 // guestResult is what the script reported. md maps array UUIDs (mdadm's notation) to what the MD line
 // said; the other per-array maps are by md device name ("md127").
 type guestResult struct {
@@ -270,6 +367,12 @@ type guestResult struct {
 	noCheck     map[string]string // sync_action when check should have started
 	timeouts    []string
 	steps       []string
+
+	vd        map[string]string                 // serial -> disk name ("vdq")
+	rdevs     map[string]map[string][]rdevState // phase ("assembled", "start", "end") -> md device -> members
+	recover   map[string]recoverState           // recoveries md resumed
+	recovered map[string]recoveredState
+	rdetail   map[string]map[string][]string // phase ("start", "end") -> md device -> mdadm --detail
 
 	// Stock mdadm's arrays, by tag.
 	created     map[string]int // mdadm --create status
@@ -286,7 +389,10 @@ func parseGuest(out string) (*guestResult, error) {
 	r := &guestResult{assembleRC: -1, md: map[string]mdState{}, run: map[string]int{}, detail: map[string][]string{},
 		hash: map[string]string{}, mismatch: map[string]string{}, lastSync: map[string]string{}, noCheck: map[string]string{},
 		created: map[string]int{}, createdOut: map[string][]string{}, stockHash: map[string]string{}, stockSize: map[string]int64{},
-		stockDDRC: map[string]int{}, stockUUID: map[string]string{}, stockDetail: map[string][]string{}}
+		stockDDRC: map[string]int{}, stockUUID: map[string]string{}, stockDetail: map[string][]string{},
+		vd: map[string]string{}, rdevs: map[string]map[string][]rdevState{}, recover: map[string]recoverState{},
+		recovered: map[string]recoveredState{}, rdetail: map[string]map[string][]string{}}
+	var rdevLines [][]string // parsed once the VD lines are all in
 	atoi := func(s string) int {
 		n, err := strconv.Atoi(s)
 		if err != nil {
@@ -355,7 +461,49 @@ func parseGuest(out string) (*guestResult, error) {
 		case "GDETAIL":
 			t, l, _ := strings.Cut(rest, " ")
 			r.stockDetail[t] = append(r.stockDetail[t], l)
+		case "VD":
+			if len(f) == 2 {
+				r.vd[f[1]] = f[0]
+			}
+		case "RDEV":
+			// phase md disk slot recovery_start state (empty when md has no flag for it)
+			if len(f) != 5 && len(f) != 6 {
+				return nil, fmt.Errorf("guest line %q: want 6 fields after RDEV", line)
+			}
+			rdevLines = append(rdevLines, append(f, "")[:6])
+		case "RECOVER":
+			// md sync_action degraded sync_completed ("START / END", or one word)
+			if len(f) < 4 {
+				return nil, fmt.Errorf("guest line %q: want md, sync_action, degraded and sync_completed after RECOVER", line)
+			}
+			r.recover[f[0]] = recoverState{action: f[1], degraded: atoi(f[2]), completed: strings.Join(f[3:], " ")}
+		case "RECOVERED":
+			// md wait-status sync_action last_sync_action degraded uptime-before uptime-after
+			if len(f) != 7 {
+				return nil, fmt.Errorf("guest line %q: want 7 fields after RECOVERED", line)
+			}
+			t0, _ := strconv.ParseFloat(f[5], 64)
+			t1, _ := strconv.ParseFloat(f[6], 64)
+			r.recovered[f[0]] = recoveredState{waitRC: atoi(f[1]), action: f[2], last: f[3], degraded: atoi(f[4]), seconds: t1 - t0}
+		case "RDETAIL":
+			// phase md line
+			ph, rest, _ := strings.Cut(rest, " ")
+			d, l, _ := strings.Cut(rest, " ")
+			if r.rdetail[ph] == nil {
+				r.rdetail[ph] = map[string][]string{}
+			}
+			r.rdetail[ph][d] = append(r.rdetail[ph][d], l)
 		}
+	}
+	serials := map[string]string{}
+	for sr, d := range r.vd {
+		serials[d] = sr
+	}
+	for _, f := range rdevLines {
+		if r.rdevs[f[0]] == nil {
+			r.rdevs[f[0]] = map[string][]rdevState{}
+		}
+		r.rdevs[f[0]][f[1]] = append(r.rdevs[f[0]][f[1]], rdevState{disk: f[2], serial: serials[f[2]], slot: f[3], recoveryStart: f[4], state: f[5]})
 	}
 	return r, nil
 }
