@@ -330,12 +330,7 @@ func TestArrayExamineBadMembers(t *testing.T) {
 // TestArrayCheckRefuses: members that are not md, that belong to two arrays or that are too few to start
 // the array are errors (exit 1), and nothing is written.
 func TestArrayCheckRefuses(t *testing.T) {
-	dir := t.TempDir()
-	a := memberFiles(t, dir, "a", 3, 2<<20)
-	b := memberFiles(t, dir, "b", 2, 2<<20)
-	createArray(t, append([]string{"--level", "5", "--chunk", "64K", "--name", "test:a"}, a...)...)
-	createArray(t, append([]string{"--level", "1", "--name", "test:b"}, b...)...)
-	junk := memberFiles(t, dir, "junk", 1, 2<<20)[0]
+	a, b, junk := twoArrays(t)
 	all := append(append(append([]string{}, a...), b...), junk)
 	before := sums(t, all)
 	for _, tc := range []struct {
@@ -345,7 +340,7 @@ func TestArrayCheckRefuses(t *testing.T) {
 		{[]string{a[0], a[1], junk}, junk + ": no md superblock"},
 		{[]string{a[0], a[1], b[0]}, "members of several arrays given"},
 		{[]string{a[0]}, "too many members missing to start: 1 of 3 members present"},
-		{[]string{a[0], filepath.Join(dir, "gone.img")}, "gone.img: no such file"},
+		{[]string{a[0], filepath.Join(filepath.Dir(junk), "gone.img")}, "gone.img: no such file"},
 	} {
 		code, _, errOut := gatewayd(t, append([]string{"array", "check"}, tc.args...)...)
 		if code != 1 || !strings.Contains(errOut, tc.msg) {
@@ -451,19 +446,14 @@ func TestServeMD(t *testing.T) {
 
 // TestServeMDRefuses: a bad md: backing is an error before anything is served.
 func TestServeMDRefuses(t *testing.T) {
-	dir := t.TempDir()
-	a := memberFiles(t, dir, "a", 3, 2<<20)
-	b := memberFiles(t, dir, "b", 2, 2<<20)
-	createArray(t, append([]string{"--level", "5", "--chunk", "64K", "--name", "test:a"}, a...)...)
-	createArray(t, append([]string{"--level", "1", "--name", "test:b"}, b...)...)
-	junk := memberFiles(t, dir, "junk", 1, 2<<20)[0]
+	a, b, junk := twoArrays(t)
 	before := sums(t, append(append([]string{}, a...), b...))
 	for _, tc := range []struct {
 		backings []string
 		code     int
 		msg      string
 	}{
-		{[]string{"md:" + a[0] + "," + filepath.Join(dir, "gone.img")}, 1, "gone.img: no such file"},
+		{[]string{"md:" + a[0] + "," + filepath.Join(filepath.Dir(junk), "gone.img")}, 1, "gone.img: no such file"},
 		{[]string{"md:" + a[0] + "," + a[1] + "," + junk}, 1, junk + ": no md superblock"},
 		{[]string{"md:" + a[0] + "," + a[1] + "," + b[0]}, 1, "members of several arrays given"},
 		{[]string{"md:" + a[0]}, 1, "too many members missing to start"},
@@ -533,4 +523,16 @@ func TestArrayHelp(t *testing.T) {
 			t.Errorf("gatewayd %q exited %d:\n%s", args, code, errOut)
 		}
 	}
+}
+
+// twoArrays creates a RAID5 of 3 members (test:a) and a RAID1 of 2 (test:b) on small files, and a file
+// with no superblock, for the refusal tests.
+func twoArrays(t *testing.T) (a, b []string, junk string) {
+	t.Helper()
+	dir := t.TempDir()
+	a = memberFiles(t, dir, "a", 3, 2<<20)
+	b = memberFiles(t, dir, "b", 2, 2<<20)
+	createArray(t, append([]string{"--level", "5", "--chunk", "64K", "--name", "test:a"}, a...)...)
+	createArray(t, append([]string{"--level", "1", "--name", "test:b"}, b...)...)
+	return a, b, memberFiles(t, dir, "junk", 1, 2<<20)[0]
 }
